@@ -1,0 +1,1 @@
+"""tandem: one pinned environment, the same trainers locally, in Docker and on Modal."""
