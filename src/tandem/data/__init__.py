@@ -1,0 +1,6 @@
+"""Datasets as uint8 tensors with fixed splits, checksummed downloads, and on-device batch augmentation."""
+
+from tandem.data.augment import Augment
+from tandem.data.datasets import DATASETS, ImageData, load_dataset
+
+__all__ = ["DATASETS", "Augment", "ImageData", "load_dataset"]

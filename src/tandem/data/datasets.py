@@ -1,0 +1,252 @@
+"""The dataset registry: every dataset as uint8 images (N, C, H, W) and int64 labels with a fixed split.
+
+Splits never depend on the run's seed, so every run of a dataset is scored on the same test set:
+  digits         scikit-learn's bundled 8x8 digits (1,797 images, offline): a stratified split with
+                 train_test_split(test_size=360, random_state=0), 1,437 train / 360 test
+  mnist          the published 60,000 train / 10,000 test files
+  fashion-mnist  the published 60,000 train / 10,000 test files
+  cifar10        the published 50,000 train / 10,000 test batches
+  imagefolder    <folder>/train and <folder>/test when both exist, else a stratified 80/20 split of
+                 <folder>/<class>/* with random_state=0
+  synthetic      seeded uniform noise and labels for benchmarks: synthetic_size train, 1/8 of that test
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tandem.data import formats
+from tandem.data.download import fetch
+from tandem.data.sources import SOURCES
+from tandem.errors import UsageError
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
+
+SPLIT_SEED = 0
+DIGITS_TEST_SIZE = 360
+IMAGEFOLDER_TEST_FRACTION = 0.2
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+
+@dataclass
+class ImageData:
+    """A dataset's fixed train/test split, held as tensors on one device."""
+
+    name: str
+    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list[str]
+    flip: bool  # whether horizontal-flip augmentation makes sense for this data
+
+    def __post_init__(self):
+        # Catch a malformed dataset here rather than as a shape error deep in training.
+        for split in ("train", "test"):
+            images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if images.dtype != torch.uint8 or images.ndim != 4:
+                raise ValueError(f"{split} images must be uint8 (N, C, H, W): {images.dtype} {images.shape}")
+            if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
+                raise ValueError(f"{split} labels must be int64 (N,): {labels.dtype} {labels.shape}")
+        if self.test_images.shape[1:] != self.train_images.shape[1:]:
+            raise ValueError(f"test images are {tuple(self.test_images.shape[1:])}, train {self.image_shape}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+    def to(self, device) -> ImageData:
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images.to(device),
+            train_labels=self.train_labels.to(device),
+            test_images=self.test_images.to(device),
+            test_labels=self.test_labels.to(device),
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path,
+    *,
+    image_size: int | None = None,
+    folder: str | Path | None = None,
+    synthetic_shape: tuple[int, int, int] = (3, 32, 32),
+    synthetic_size: int = 2048,
+    num_classes: int = 10,
+    seed: int = 0,
+) -> ImageData:
+    """Load `name` on the CPU (move it with .to(device)), downloading into data_dir/<name>/ if needed.
+
+    image_size resizes to image_size x image_size: required for imagefolder, optional elsewhere.
+    folder is the imagefolder root; a relative path is looked up in the working directory, then in
+    data_dir. synthetic_shape, synthetic_size, num_classes and seed only shape the synthetic data.
+    """
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise UsageError(f"image size must be a positive integer, got {image_size!r}")
+    data_dir = Path(data_dir).expanduser()
+    if name == "imagefolder":
+        return _load_imagefolder(folder, data_dir, image_size)
+    if name == "synthetic":
+        if image_size is not None:
+            synthetic_shape = (synthetic_shape[0], image_size, image_size)
+        return _load_synthetic(tuple(synthetic_shape), synthetic_size, num_classes, seed)
+    data = LOADERS[name](data_dir / name)
+    return data if image_size is None else _resize_data(data, image_size)
+
+
+def _image_data(name, train, test, class_names, flip) -> ImageData:
+    return ImageData(
+        name=name,
+        train_images=torch.from_numpy(train.images),
+        train_labels=torch.from_numpy(train.labels),
+        test_images=torch.from_numpy(test.images),
+        test_labels=torch.from_numpy(test.labels),
+        class_names=list(class_names),
+        flip=flip,
+    )
+
+
+def _split(images: np.ndarray, labels: np.ndarray, test_size) -> tuple[formats.LabelledImages, ...]:
+    """A seed-fixed split, stratified when every class can appear on both sides."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels)
+    n_test = test_size if isinstance(test_size, int) else round(test_size * len(labels))
+    n_classes = np.count_nonzero(counts)
+    stratified = counts[counts > 0].min() >= 2 and min(n_test, len(labels) - n_test) >= n_classes
+    train, test = train_test_split(
+        np.arange(len(labels)),
+        test_size=n_test,
+        random_state=SPLIT_SEED,
+        stratify=labels if stratified else None,
+    )
+    train, test = np.sort(train), np.sort(test)  # keep the source order within each split
+    return (
+        formats.LabelledImages(images[train], labels[train]),
+        formats.LabelledImages(images[test], labels[test]),
+    )
+
+
+def _load_digits(_: Path) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixels are counts 0..16 of set bits in 4x4 blocks; scale to the 0..255 range of every other dataset.
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    train, test = _split(images, digits.target.astype(np.int64), DIGITS_TEST_SIZE)
+    return _image_data("digits", train, test, [str(d) for d in range(10)], flip=False)
+
+
+def _idx_loader(name: str, class_names: list[str]) -> Callable[[Path], ImageData]:
+    def load(folder: Path) -> ImageData:
+        paths = {f.filename: fetch(f, folder) for f in SOURCES[name]}
+        train = formats.read_idx_pair(
+            paths["train-images-idx3-ubyte.gz"], paths["train-labels-idx1-ubyte.gz"]
+        )
+        test = formats.read_idx_pair(paths["t10k-images-idx3-ubyte.gz"], paths["t10k-labels-idx1-ubyte.gz"])
+        return _image_data(name, train, test, class_names, flip=False)  # mirrored glyphs are other glyphs
+
+    return load
+
+
+def _load_cifar10(folder: Path) -> ImageData:
+    (remote,) = SOURCES["cifar10"]
+    train, test, class_names = formats.read_cifar10(fetch(remote, folder))
+    return _image_data("cifar10", train, test, class_names, flip=True)
+
+
+LOADERS: dict[str, Callable[[Path], ImageData]] = {
+    "digits": _load_digits,
+    "mnist": _idx_loader("mnist", [str(d) for d in range(10)]),
+    "fashion-mnist": _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES),
+    "cifar10": _load_cifar10,
+}
+
+
+def _load_imagefolder(folder: str | Path | None, data_dir: Path, image_size: int | None) -> ImageData:
+    if folder is None:
+        raise UsageError("imagefolder needs a folder of class sub-folders; pass its path as folder")
+    if image_size is None:
+        raise UsageError("imagefolder needs an image size to resize its images to; pass image_size")
+    root = Path(folder).expanduser()
+    if not root.is_absolute() and not root.exists():
+        root = data_dir / root
+    if not root.is_dir():
+        raise UsageError(f"image folder {folder} not found here or in {data_dir}; pass an existing folder")
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        class_names = formats.class_folders(root / "train")
+        unknown = sorted(set(formats.class_folders(root / "test")) - set(class_names))
+        if unknown:
+            raise UsageError(f"{root}/test has classes missing from {root}/train: {', '.join(unknown)}")
+        train = formats.read_image_folder(root / "train", image_size, class_names)
+        test = formats.read_image_folder(root / "test", image_size, class_names)
+    else:
+        class_names = formats.class_folders(root)
+        everything = formats.read_image_folder(root, image_size, class_names)
+        if len(everything.labels) < 2:
+            raise UsageError(f"{root} needs at least two images in class sub-folders (<class>/<image>)")
+        train, test = _split(*everything, IMAGEFOLDER_TEST_FRACTION)
+    if len(train.labels) == 0:
+        raise UsageError(f"no images found under {root}; expected <class>/<image> files Pillow can read")
+    return _image_data("imagefolder", train, test, class_names, flip=True)
+
+
+def _load_synthetic(shape: tuple[int, int, int], size: int, num_classes: int, seed: int) -> ImageData:
+    if len(shape) != 3 or min(shape) < 1:
+        raise UsageError(f"synthetic shape must be three positive sizes (C, H, W), got {shape}")
+    if size < 1 or num_classes < 1:
+        raise UsageError(f"synthetic size and class count must be positive, got {size} and {num_classes}")
+    generator = torch.Generator().manual_seed(seed)
+    n_test = max(1, size // 8)
+    images = torch.randint(0, 256, (size + n_test, *shape), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, num_classes, (size + n_test,), generator=generator)
+    return ImageData(
+        name="synthetic",
+        train_images=images[:size],
+        train_labels=labels[:size],
+        test_images=images[size:],
+        test_labels=labels[size:],
+        class_names=[str(c) for c in range(num_classes)],
+        flip=True,  # noise has no orientation to preserve
+    )
+
+
+def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 images to size x size, in chunks to bound the float copy."""
+    if images.shape[-2:] == (size, size):
+        return images
+    if len(images) == 0:
+        return images.new_empty((0, images.shape[1], size, size))
+    resized = [
+        F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for part in images.split(chunk)
+    ]
+    return torch.cat(resized)
+
+
+def _resize_data(data: ImageData, size: int) -> ImageData:
+    return dataclasses.replace(
+        data,
+        train_images=resize_images(data.train_images, size),
+        test_images=resize_images(data.test_images, size),
+    )
