@@ -1,0 +1,77 @@
+"""`tandem lock`, `tandem render` and `tandem parity`: keep the generated environment in step."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tandem.env.dockerfile import render, staleness_diff, write_atomic
+from tandem.env.lockfile import compile_locks, read_lock, stale_locks
+from tandem.env.settings import load_project
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    lock = _add(subparsers, "lock", "Re-compile requirements-modal.txt (and the dev lock) from pyproject.toml.")
+    lock.add_argument("--check", action="store_true", help="Exit 1 if the locks are stale; write nothing.")
+    lock.set_defaults(func=lock_command)
+
+    render_ = _add(subparsers, "render", "Write docker/Dockerfile from the settings block and the lock.")
+    render_.add_argument(
+        "--check", action="store_true", help="Exit 1 with a unified diff if the committed file is stale."
+    )
+    render_.set_defaults(func=render_command)
+
+    parity = _add(subparsers, "parity", "Compare docker/Dockerfile with the Modal image, field by field.")
+    parity.set_defaults(func=parity_command)
+
+
+def _add(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.add_argument(
+        "--project", metavar="DIR", default=None, help="Project root (default: the one this source ships in)."
+    )
+    return parser
+
+
+def lock_command(args) -> int:
+    project = load_project(args.project)
+    if args.check:
+        stale = stale_locks(project.root, project.settings.python)
+        if stale:
+            print(f"stale: {', '.join(stale)} no longer match pyproject.toml; run `tandem lock`")
+            return 1
+        print("locks are fresh")
+        return 0
+    for path in compile_locks(project.root, project.settings.python):
+        print(f"wrote {path.relative_to(project.root)} ({len(read_lock(path))} pins)")
+    print("now run `tandem render` so docker/Dockerfile picks up the new lock")
+    return 0
+
+
+def render_command(args) -> int:
+    project = load_project(args.project)
+    if args.check:
+        diff = staleness_diff(project)
+        if diff:
+            sys.stdout.write(diff)
+            print("docker/Dockerfile is stale: run `tandem render` and commit the result", file=sys.stderr)
+            return 1
+        print("docker/Dockerfile is fresh")
+        return 0
+    write_atomic(project.dockerfile_path, render(project))
+    print(f"wrote {project.dockerfile_path.relative_to(project.root)}")
+    return 0
+
+
+def parity_command(args) -> int:
+    from tandem.env.parity import compare, docker_facts, format_table, modal_facts
+
+    project = load_project(args.project)
+    rows = compare(docker_facts(project), modal_facts(project))
+    print(format_table(rows))
+    mismatched = [row.field for row in rows if not row.match]
+    if mismatched:
+        print(f"\nparity FAILED on: {', '.join(mismatched)}", file=sys.stderr)
+        return 1
+    print(f"\nparity ok: {len(rows)} fields match")
+    return 0

@@ -1,0 +1,183 @@
+"""The `[tool.tandem.image]` settings block: the one place an image is described."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tandem.errors import UsageError
+
+PYPROJECT = "pyproject.toml"
+LOCK = "requirements-modal.txt"
+SECTION = "[tool.tandem.image]"
+
+# Env keys that look like credentials: they belong in Modal Secrets / Compose secrets, never in an image.
+SECRET_PATTERNS = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY")
+
+_FIELDS = {
+    "python": str,
+    "base_image": str,
+    "base_image_digest": str,
+    "uv_version": str,
+    "apt_packages": list,
+    "workdir": str,
+    "data_dir": str,
+    "runs_dir": str,
+    "modal_gpu": str,
+    "env": dict,
+}
+_OPTIONAL = {"base_image_digest": "", "apt_packages": [], "env": {}}
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    python: str
+    base_image: str
+    uv_version: str
+    workdir: str
+    data_dir: str
+    runs_dir: str
+    modal_gpu: str
+    base_image_digest: str = ""
+    apt_packages: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_ref(self) -> str:
+        """The base image as both targets pull it: pinned by digest when one is given."""
+        return f"{self.base_image}@{self.base_image_digest}" if self.base_image_digest else self.base_image
+
+    def as_dict(self) -> dict:
+        return {
+            "python": self.python,
+            "base_image": self.base_image,
+            "base_image_digest": self.base_image_digest,
+            "uv_version": self.uv_version,
+            "apt_packages": list(self.apt_packages),
+            "workdir": self.workdir,
+            "data_dir": self.data_dir,
+            "runs_dir": self.runs_dir,
+            "modal_gpu": self.modal_gpu,
+            "env": dict(self.env),
+        }
+
+
+@dataclass(frozen=True)
+class Project:
+    """A tandem project on disk: its root, its settings and where its lock and generated files live."""
+
+    root: Path
+    settings: ImageSettings
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def pyproject_path(self) -> Path:
+        return self.root / PYPROJECT
+
+    @property
+    def dockerfile_path(self) -> Path:
+        return self.root / "docker" / "Dockerfile"
+
+
+def default_root() -> Path:
+    """The project the running source ships with: `TANDEM_PROJECT_DIR`, else two levels above the package."""
+    if env := os.environ.get("TANDEM_PROJECT_DIR"):
+        return Path(env)
+    return Path(__file__).resolve().parents[3]
+
+
+def load_project(root: str | Path | None = None) -> Project:
+    root = Path(root) if root is not None else default_root()
+    return Project(root=root, settings=load_settings(root / PYPROJECT))
+
+
+def load_settings(pyproject: Path) -> ImageSettings:
+    if not pyproject.is_file():
+        raise UsageError(f"{pyproject} not found: run from a tandem project or pass --project DIR")
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{pyproject}: not valid TOML ({exc}); fix the syntax") from None
+    block = data.get("tool", {}).get("tandem", {}).get("image")
+    if block is None:
+        raise UsageError(f"{pyproject} has no {SECTION} table; add one (see README, 'Settings')")
+    return parse_settings(block, source=f"{pyproject} {SECTION}")
+
+
+def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
+    unknown = sorted(set(block) - set(_FIELDS))
+    if unknown:
+        raise UsageError(f"{source}: unknown key {unknown[0]!r}; valid keys are {', '.join(_FIELDS)}")
+    missing = [k for k in _FIELDS if k not in block and k not in _OPTIONAL]
+    if missing:
+        raise UsageError(f"{source}: missing key {missing[0]!r}; add it")
+    values = {k: block.get(k, _OPTIONAL.get(k)) for k in _FIELDS}
+    for key, kind in _FIELDS.items():
+        if not isinstance(values[key], kind):
+            raise UsageError(f"{source}: {key} must be a {kind.__name__}, got {values[key]!r}")
+
+    _check(
+        re.fullmatch(r"3\.\d+", values["python"]), source, "python", "a minor version such as '3.11'"
+    )
+    _check(re.fullmatch(r"\d+\.\d+\.\d+", values["uv_version"]), source, "uv_version", "a version like '0.9.5'")
+    _check(
+        re.fullmatch(r"[\w./:-]+", values["base_image"]) and "@" not in values["base_image"],
+        source,
+        "base_image",
+        "an image reference without a digest (put the digest in base_image_digest)",
+    )
+    _check(
+        values["base_image_digest"] == "" or re.fullmatch(r"sha256:[0-9a-f]{64}", values["base_image_digest"]),
+        source,
+        "base_image_digest",
+        "empty or 'sha256:<64 hex digits>'",
+    )
+    tag = re.match(r"(?:.*/)?python:(\d+\.\d+)", values["base_image"])
+    if tag and tag.group(1) != values["python"]:
+        raise UsageError(
+            f"{source}: base_image {values['base_image']!r} is Python {tag.group(1)} but python is "
+            f"{values['python']!r}; make them agree"
+        )
+    for key in ("workdir", "data_dir", "runs_dir"):
+        _check(values[key].startswith("/"), source, key, "an absolute path inside the image")
+    for pkg in values["apt_packages"]:
+        _check(
+            isinstance(pkg, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", pkg),
+            source,
+            "apt_packages",
+            f"Debian package names (bad entry {pkg!r})",
+        )
+    env = values["env"]
+    for key, value in env.items():
+        _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key), source, f"env.{key}", "a valid variable name")
+        if not isinstance(value, str):
+            raise UsageError(f"{source}: env.{key} must be a string; quote it: {key} = \"{value}\"")
+        if any(fnmatch.fnmatchcase(key.upper(), pat) for pat in SECRET_PATTERNS):
+            raise UsageError(
+                f"{source}: env.{key} looks like a secret; never bake secrets into an image: "
+                "use a Modal Secret (modal.Secret.from_name) or a Compose secret instead"
+            )
+    return ImageSettings(
+        python=values["python"],
+        base_image=values["base_image"],
+        base_image_digest=values["base_image_digest"],
+        uv_version=values["uv_version"],
+        apt_packages=tuple(values["apt_packages"]),
+        workdir=values["workdir"],
+        data_dir=values["data_dir"],
+        runs_dir=values["runs_dir"],
+        modal_gpu=values["modal_gpu"],
+        env=dict(env),
+    )
+
+
+def _check(ok, source: str, key: str, expected: str) -> None:
+    if not ok:
+        raise UsageError(f"{source}: {key} must be {expected}")
