@@ -50,9 +50,7 @@ def render(project: Project) -> str:
     ]
     if s.apt_packages:
         lines.append(
-            "RUN apt-get update && apt-get install -y "
-            + " ".join(s.apt_packages)
-            + " && rm -rf /var/lib/apt/lists/*"
+            "RUN apt-get update && apt-get install -y " + " ".join(s.apt_packages) + " && rm -rf /var/lib/apt/lists/*"
         )
     lines += [
         f"RUN useradd --create-home --uid 1000 --user-group {USER} \\",

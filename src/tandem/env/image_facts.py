@@ -143,9 +143,7 @@ def _reachable(final: _Stage, by_alias: dict[str, _Stage]) -> list[_Stage]:
 
 
 def _installs(stage: _Stage) -> bool:
-    return any(
-        cmd.cmd == "RUN" and re.search(r"\bpip install\b", " ".join(cmd.value)) for cmd in stage.commands
-    )
+    return any(cmd.cmd == "RUN" and re.search(r"\bpip install\b", " ".join(cmd.value)) for cmd in stage.commands)
 
 
 def _flag(cmd, name: str) -> str | None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from tandem.env.settings import LOCK
 from tandem.errors import UsageError
 
-
 DEV_LOCK = "requirements-dev.txt"
 
 # The one command that makes the lock: universal (Linux x86_64/arm64, macOS), Python >= settings.python.

@@ -18,9 +18,7 @@ def build_modal_image(project: Project) -> modal.Image:
     image = modal.Image.from_registry(s.base_ref)
     if s.apt_packages:
         image = image.apt_install(*s.apt_packages)
-    image = image.env(image_env(project)).uv_pip_install(
-        requirements=[str(project.lock_path)], uv_version=s.uv_version
-    )
+    image = image.env(image_env(project)).uv_pip_install(requirements=[str(project.lock_path)], uv_version=s.uv_version)
     image = image.workdir(s.workdir)
     # Source last and mounted at start-up (copy=False): editing code never rebuilds the image.
     for name in SOURCE_FILES:

@@ -32,9 +32,7 @@ def modal_layers(image: modal.Image, builder_version: str | None = None) -> list
         scope = inspect.getclosurevars(current._load).nonlocals
         if "mount" in scope and "base_image" in scope:  # add_local_* with copy=False
             entries = scope["mount"]._entries
-            layers.append(
-                ModalLayer(commands=[], mounts=[(Path(e_local(e)), str(e.remote_path)) for e in entries])
-            )
+            layers.append(ModalLayer(commands=[], mounts=[(Path(e_local(e)), str(e.remote_path)) for e in entries]))
             current = scope["base_image"]
             continue
         if "dockerfile_function" not in scope:
@@ -56,4 +54,4 @@ def modal_layers(image: modal.Image, builder_version: str | None = None) -> list
 
 
 def e_local(entry) -> str:
-    return str(getattr(entry, "local_file", None) or getattr(entry, "local_dir"))
+    return str(getattr(entry, "local_file", None) or entry.local_dir)

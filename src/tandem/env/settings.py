@@ -123,9 +123,7 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         if not isinstance(values[key], kind):
             raise UsageError(f"{source}: {key} must be a {kind.__name__}, got {values[key]!r}")
 
-    _check(
-        re.fullmatch(r"3\.\d+", values["python"]), source, "python", "a minor version such as '3.11'"
-    )
+    _check(re.fullmatch(r"3\.\d+", values["python"]), source, "python", "a minor version such as '3.11'")
     _check(re.fullmatch(r"\d+\.\d+\.\d+", values["uv_version"]), source, "uv_version", "a version like '0.9.5'")
     _check(
         re.fullmatch(r"[\w./:-]+", values["base_image"]) and "@" not in values["base_image"],
@@ -158,7 +156,7 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
     for key, value in env.items():
         _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key), source, f"env.{key}", "a valid variable name")
         if not isinstance(value, str):
-            raise UsageError(f"{source}: env.{key} must be a string; quote it: {key} = \"{value}\"")
+            raise UsageError(f'{source}: env.{key} must be a string; quote it: {key} = "{value}"')
         if any(fnmatch.fnmatchcase(key.upper(), pat) for pat in SECRET_PATTERNS):
             raise UsageError(
                 f"{source}: env.{key} looks like a secret; never bake secrets into an image: "
