@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tandem.env.dockerfile import render, staleness_diff, write_atomic
+from tandem.env.generate import staleness_diff, write_generated
 from tandem.env.lockfile import compile_locks, read_lock, stale_locks
 from tandem.env.settings import load_project
 
@@ -15,9 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lock.add_argument("--check", action="store_true", help="Exit 1 if the locks are stale; write nothing.")
     lock.set_defaults(func=lock_command)
 
-    render_ = _add(subparsers, "render", "Write docker/Dockerfile from the settings block and the lock.")
+    render_ = _add(
+        subparsers, "render", "Write docker/Dockerfile and compose.yaml from the settings block and the lock."
+    )
     render_.add_argument(
-        "--check", action="store_true", help="Exit 1 with a unified diff if the committed file is stale."
+        "--check", action="store_true", help="Exit 1 with a unified diff if a generated file is stale; write nothing."
     )
     render_.set_defaults(func=render_command)
 
@@ -54,12 +56,12 @@ def render_command(args) -> int:
         diff = staleness_diff(project)
         if diff:
             sys.stdout.write(diff)
-            print("docker/Dockerfile is stale: run `tandem render` and commit the result", file=sys.stderr)
+            print("generated files are stale: run `tandem render` and commit the result", file=sys.stderr)
             return 1
-        print("docker/Dockerfile is fresh")
+        print("docker/Dockerfile, compose.yaml and compose.cpu.yaml are fresh")
         return 0
-    write_atomic(project.dockerfile_path, render(project))
-    print(f"wrote {project.dockerfile_path.relative_to(project.root)}")
+    for path in write_generated(project):
+        print(f"wrote {path.relative_to(project.root)}")
     return 0
 
 

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import os
-import tempfile
-from pathlib import Path
-
 from tandem.env.digest import image_env
 from tandem.env.lockfile import read_lock
 from tandem.env.settings import LOCK, Project
@@ -67,36 +62,6 @@ def render(project: Project) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write then rename: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def staleness_diff(project: Project) -> str:
-    """A unified diff from the committed Dockerfile to a fresh render; empty when fresh."""
-    path = project.dockerfile_path
-    current = path.read_text() if path.exists() else ""
-    fresh = render(project)
-    return "".join(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            fresh.splitlines(keepends=True),
-            fromfile=f"{path.relative_to(project.root)} (committed)",
-            tofile=f"{path.relative_to(project.root)} (tandem render)",
-        )
-    )
 
 
 def _quote(value: str) -> str:

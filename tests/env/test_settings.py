@@ -1,0 +1,64 @@
+import pytest
+from support import REPO, edit
+
+from tandem.env.settings import load_project, parse_settings
+from tandem.errors import UsageError
+
+VALID = load_project(REPO).settings.as_dict()
+
+
+def test_repository_settings_load():
+    s = load_project(REPO).settings
+    assert s.python == "3.11"
+    assert s.base_image == "python:3.11-slim-bookworm"
+    assert {"PYTHONUNBUFFERED", "HF_XET_HIGH_PERFORMANCE", "PYTORCH_CUDA_ALLOC_CONF"} <= set(s.env)
+
+
+def test_digest_pins_the_base_image():
+    block = {**VALID, "base_image_digest": "sha256:" + "a" * 64}
+    assert parse_settings(block).base_ref == "python:3.11-slim-bookworm@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "blue"}, "unknown key 'colour'"),
+        ({"python": "3"}, "python must be"),
+        ({"uv_version": "latest"}, "uv_version must be"),
+        ({"base_image": "python:3.12-slim-bookworm"}, "is Python 3.12 but python is '3.11'"),
+        ({"base_image_digest": "abc"}, "base_image_digest must be"),
+        ({"workdir": "app"}, "workdir must be an absolute path"),
+        ({"apt_packages": ["gcc; rm -rf /"]}, "apt_packages must be Debian package names"),
+        ({"apt_packages": "gcc"}, "apt_packages must be a list"),
+        ({"env": {"HF_TOKEN": "x"}}, "env.HF_TOKEN looks like a secret"),
+        ({"env": {"DB_PASSWORD": "x"}}, "env.DB_PASSWORD looks like a secret"),
+        ({"env": {"WANDB_API_KEY": "x"}}, "env.WANDB_API_KEY looks like a secret"),
+        ({"env": {"MY_SECRET_THING": "x"}}, "looks like a secret"),
+        ({"env": {"WORKERS": 4}}, 'quote it: WORKERS = "4"'),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_key(change, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")) as err:
+        parse_settings({**VALID, **change})
+    assert "\n" not in str(err.value)
+
+
+def test_secret_message_points_to_secret_stores():
+    with pytest.raises(UsageError) as err:
+        parse_settings({**VALID, "env": {"HF_TOKEN": "x"}})
+    assert "Modal Secret" in str(err.value) and "Compose secret" in str(err.value)
+
+
+def test_missing_key_is_named():
+    block = dict(VALID)
+    del block["uv_version"]
+    with pytest.raises(UsageError, match="missing key 'uv_version'"):
+        parse_settings(block)
+
+
+def test_missing_settings_file_and_table(tmp_path, project_dir):
+    with pytest.raises(UsageError, match="pyproject.toml not found"):
+        load_project(tmp_path / "nowhere")
+    edit(project_dir / "pyproject.toml", "[tool.tandem.image]", "[tool.other.image]")
+    with pytest.raises(UsageError, match=r"has no \[tool.tandem.image\] table"):
+        load_project(project_dir)
