@@ -1,5 +1,5 @@
 import pytest
-from support import REPO, edit
+from support import REPO
 
 from tandem.env.settings import load_project, parse_settings
 from tandem.errors import UsageError
@@ -59,6 +59,7 @@ def test_missing_key_is_named():
 def test_missing_settings_file_and_table(tmp_path, project_dir):
     with pytest.raises(UsageError, match="pyproject.toml not found"):
         load_project(tmp_path / "nowhere")
-    edit(project_dir / "pyproject.toml", "[tool.tandem.image]", "[tool.other.image]")
+    pyproject = project_dir / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("[tool.tandem.image", "[tool.other.image"))
     with pytest.raises(UsageError, match=r"has no \[tool.tandem.image\] table"):
         load_project(project_dir)
