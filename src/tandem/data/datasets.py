@@ -156,9 +156,7 @@ def _load_digits(_: Path) -> ImageData:
 def _idx_loader(name: str, class_names: list[str]) -> Callable[[Path], ImageData]:
     def load(folder: Path) -> ImageData:
         paths = {f.filename: fetch(f, folder) for f in SOURCES[name]}
-        train = formats.read_idx_pair(
-            paths["train-images-idx3-ubyte.gz"], paths["train-labels-idx1-ubyte.gz"]
-        )
+        train = formats.read_idx_pair(paths["train-images-idx3-ubyte.gz"], paths["train-labels-idx1-ubyte.gz"])
         test = formats.read_idx_pair(paths["t10k-images-idx3-ubyte.gz"], paths["t10k-labels-idx1-ubyte.gz"])
         return _image_data(name, train, test, class_names, flip=False)  # mirrored glyphs are other glyphs
 

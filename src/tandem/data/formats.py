@@ -88,9 +88,7 @@ def read_cifar10(path: Path) -> tuple[LabelledImages, LabelledImages, list[str]]
         with tarfile.open(path, "r|gz") as tar:
             for member in tar:
                 if member.isfile() and member.name in wanted:
-                    found[member.name.rsplit("/", 1)[-1]] = pickle.load(
-                        tar.extractfile(member), encoding="latin1"
-                    )
+                    found[member.name.rsplit("/", 1)[-1]] = pickle.load(tar.extractfile(member), encoding="latin1")
     except (OSError, EOFError, tarfile.TarError, pickle.UnpicklingError) as exc:
         raise UsageError(f"cannot read {path} ({exc}); delete it so it is downloaded again") from exc
     missing = sorted(name.rsplit("/", 1)[-1] for name in wanted if name.rsplit("/", 1)[-1] not in found)
