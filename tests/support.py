@@ -4,7 +4,14 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("pyproject.toml", "requirements-modal.txt", "docker/Dockerfile", "compose.yaml", "compose.cpu.yaml")
+PROJECT_FILES = (
+    "pyproject.toml",
+    "requirements-modal.txt",
+    "docker/Dockerfile",
+    "compose.yaml",
+    "compose.cpu.yaml",
+    "docker/image.env",
+)
 
 
 def copy_project(dest: Path) -> Path:

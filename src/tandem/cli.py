@@ -12,6 +12,7 @@ from tandem.errors import UsageError
 COMMAND_MODULES = (
     "tandem.env.commands",
     "tandem.train.commands",
+    "tandem.check.commands",
 )
 
 

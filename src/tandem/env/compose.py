@@ -52,6 +52,8 @@ def render_compose(project: Project) -> str:
     for name, command in SERVICES.items():
         entrypoint = ["python", "-m", "tandem", *command]
         lines += [f"  {name}:", "    <<: *service", f"    entrypoint: {q(entrypoint)}"]
+        if name == "check":  # the fingerprint lands in the runs volume as fingerprints/docker.json
+            lines.append(f"    command: {q(['--label', 'docker'])}")
         if name in GPU_SERVICES:
             lines += [
                 "    deploy:",
@@ -74,6 +76,13 @@ def render_compose(project: Project) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_env_file(project: Project) -> str:
+    """The settings' env block as KEY=VALUE lines, for running locally with what the images set (tox reads it)."""
+    lines = [line for line in HEADER.splitlines()]
+    lines += [f"{key}={value}" for key, value in project.settings.env.items()]
+    return "\n".join(lines) + "\n"
 
 
 def render_compose_cpu() -> str:

@@ -15,6 +15,8 @@ from tandem.env.settings import Project, load_project
 from tandem.errors import UsageError
 
 DIGEST_VAR = "TANDEM_ENV_DIGEST"
+# Derived variables that say where a target keeps data, runs and source: they differ by design.
+LAYOUT_VARS = ("TANDEM_DATA_DIR", "TANDEM_RUNS_DIR", "TANDEM_PROJECT_DIR", "PYTHONPATH")
 
 
 def env_digest(project: Project) -> str:

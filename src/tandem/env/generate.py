@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tandem.env.compose import render_compose, render_compose_cpu
+from tandem.env.compose import render_compose, render_compose_cpu, render_env_file
 from tandem.env.dockerfile import render
 from tandem.env.settings import Project
 
@@ -17,6 +17,7 @@ def generated_files(project: Project) -> dict[Path, str]:
         project.dockerfile_path: render(project),
         project.root / "compose.yaml": render_compose(project),
         project.root / "compose.cpu.yaml": render_compose_cpu(),
+        project.root / "docker" / "image.env": render_env_file(project),
     }
 
 

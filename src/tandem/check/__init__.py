@@ -1,0 +1,1 @@
+"""`tandem check`: a behaviour fingerprint of an environment, and the comparison of several."""

@@ -1,0 +1,109 @@
+"""The behaviour half of a fingerprint: both trainers, a few fixed-seed steps on fixed data.
+
+The runs go through `run_training`, the entry every target calls, with a tiny model, fp32, deterministic
+kernels and one thread, so two environments that agree produce the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tandem.models import DiTConfig, build_classifier, build_dit
+from tandem.train import run_training
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+from tandem.train.run import RunDir
+
+STEPS = 6
+SHORT_RUNS = {
+    "classifier": lambda runs, device: ClassifierTrainConfig(
+        runs_dir=runs,
+        run_name="check",
+        device=device,
+        deterministic=True,
+        amp=False,
+        seed=0,
+        epochs=1,
+        batch_size=256,
+        width=16,
+        log_every=1,
+        checkpoint_every=0,
+        warmup_steps=2,
+        tta=False,
+    ),
+    "dit": lambda runs, device: DiTTrainConfig(
+        runs_dir=runs,
+        run_name="check",
+        device=device,
+        deterministic=True,
+        amp=False,
+        seed=0,
+        steps=STEPS,
+        batch_size=64,
+        log_every=1,
+        checkpoint_every=0,
+        warmup_steps=2,
+        sample_every=0,
+        samples_per_class=1,
+        sample_steps=2,
+    ),
+}
+
+
+def collect_behaviour(device: str) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a fixed reduction order: same CPU + same libraries => same bits
+    try:
+        return {kind: _trainer_behaviour(kind, device) for kind in SHORT_RUNS} | {"forward": forward_digests(device)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _trainer_behaviour(kind: str, device: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tandem-check-") as runs:
+        result = run_training(kind, SHORT_RUNS[kind](runs, device))
+        records = RunDir(Path(result.run_dir)).read_metrics()
+        losses = [r["loss"] for r in records if "loss" in r and "step" in r]
+        state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+        return {"losses": losses, "params_sha256": tensors_digest(state["model"])}
+
+
+def forward_digests(device: str) -> dict:
+    """Freshly initialised models on a fixed input: catches init and kernel differences without training."""
+    out = {}
+    torch.manual_seed(0)
+    classifier = build_classifier("airbench", num_classes=10, in_channels=1, image_size=8, width=16).to(device).eval()
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)).to(device)
+    with torch.no_grad():
+        out["classifier"] = _output(classifier(x))
+    torch.manual_seed(0)
+    dit = build_dit(DiTConfig(size="tiny", image_size=8, patch_size=2, in_channels=1, num_classes=10)).to(device).eval()
+    # adaLN-Zero makes a fresh DiT output zeros; perturb deterministically so the pass means something.
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(device) * 0.02)
+        t = torch.linspace(0.05, 0.95, 16, device=device)
+        y = torch.arange(16, device=device) % 10
+        out["dit"] = _output(dit(x, t, y))
+    return out
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name]
+        if isinstance(value, torch.Tensor):
+            h.update(name.encode() + b"\0" + value.detach().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _output(y: torch.Tensor) -> dict:
+    y = y.float().cpu()
+    return {
+        "sha256": tensors_digest({"y": y}),
+        "sum": float(y.double().sum()),
+        "abs_sum": float(y.double().abs().sum()),
+    }

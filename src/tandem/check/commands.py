@@ -1,0 +1,63 @@
+"""`tandem check`: write this environment's fingerprint, or compare several."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from tandem.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    text = "Write this environment's behaviour fingerprint (JSON), or compare fingerprints with --compare."
+    parser = subparsers.add_parser("check", help=text, description=text)
+    parser.add_argument(
+        "--label", default="", help="name of this environment in reports (default: local, or image inside one)"
+    )
+    parser.add_argument(
+        "--out", default="", help="where to write the JSON (default: <runs dir>/fingerprints/<label>.json)"
+    )
+    parser.add_argument("--no-gpu", action="store_true", help="skip the GPU section even when a GPU is present")
+    parser.add_argument(
+        "--compare", nargs="+", metavar="JSON", help="compare two or more fingerprints; exit 1 on any mismatch"
+    )
+    parser.add_argument("--all", action="store_true", help="with --compare: list matching fields too")
+    parser.set_defaults(func=check_command)
+
+
+def check_command(args) -> int:
+    if args.compare:
+        return compare_command(args.compare, show_all=args.all)
+    from tandem.check.fingerprint import collect_fingerprint, write_fingerprint
+
+    label = args.label or ("image" if os.environ.get("TANDEM_ENV_DIGEST") else "local")
+    out = Path(args.out or Path(os.environ.get("TANDEM_RUNS_DIR", "./runs")) / "fingerprints" / f"{label}.json")
+    fingerprint = collect_fingerprint(label=label, gpu=not args.no_gpu)
+    write_fingerprint(fingerprint, out)
+    env = fingerprint["environment"]
+    print(f"wrote {out}: Python {env['python']}, torch {env['device']['torch']}, gpu {env['device']['gpu']}")
+    return 0
+
+
+def compare_command(paths: list[str], show_all: bool = False) -> int:
+    from tandem.check.compare import compare_fingerprints, format_rows
+
+    if len(paths) < 2:
+        raise UsageError("--compare needs at least two fingerprint files")
+    fingerprints = []
+    for path in paths:
+        try:
+            fingerprints.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: not a readable fingerprint ({exc}); write one with `tandem check`") from None
+    labels = [fp.get("label") or Path(p).stem for fp, p in zip(fingerprints, paths, strict=True)]
+    rows = compare_fingerprints(fingerprints)
+    bad = [row for row in rows if not row.ok]
+    print(format_rows(rows, labels, only_mismatches=not show_all and bool(bad)))
+    if bad:
+        print(f"\n{len(bad)} of {len(rows)} fields differ: {', '.join(r.field for r in bad[:8])}")
+        return 1
+    print(f"\nall {len(rows)} fields match across {', '.join(labels)}")
+    return 0

@@ -1,0 +1,133 @@
+"""`tandem check --compare`: fingerprints side by side, field by field.
+
+Versions, environment variables, source and settings must be equal. Losses are compared with a relative
+tolerance of LOSS_RTOL: fp32 kernels pick code paths by CPU feature (AVX2, AVX-512, NEON), which reorders
+floating-point sums; over a few steps that moves a loss by about 1e-6 relative, while a real difference (a
+library version, an init, the data order, a learning rate) moves it by 1e-3 or more. Parameter and output
+digests are compared bit for bit only between identical CPU models (or GPU models), where the same
+libraries must give the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tandem.env.digest import LAYOUT_VARS
+
+LOSS_RTOL = 1e-4
+MISSING = "-"
+
+
+@dataclass
+class Row:
+    field: str
+    values: list[str]
+    ok: bool
+    note: str = ""
+
+
+def compare_fingerprints(fingerprints: list[dict]) -> list[Row]:
+    envs = [fp["environment"] for fp in fingerprints]
+    rows = [_same(name, [e.get(name) for e in envs]) for name in ("python", "implementation", "platform")]
+
+    locked = sorted({name for e in envs for name in e["distributions"]["locked"]})
+    for name in locked:
+        entries = [e["distributions"]["locked"].get(name) for e in envs]
+        values = [(x["installed"] or "missing") if x else MISSING for x in entries]
+        ok = len(set(values)) == 1 and all(x is None or x["matches_lock"] for x in entries)
+        rows.append(Row(f"package {name}", values, ok, "" if ok else "differs or does not match the lock"))
+    for name in sorted({n for e in envs for n in e["distributions"]["not_in_lock"]}):
+        values = [e["distributions"]["not_in_lock"].get(name, MISSING) for e in envs]
+        rows.append(Row(f"package {name}", values, False, "installed outside the lock"))
+
+    for name in sorted({n for e in envs for n in e["env"]}):
+        values = [str(e["env"].get(name)) if e["env"].get(name) is not None else "(unset)" for e in envs]
+        if name in LAYOUT_VARS:
+            rows.append(Row(f"env {name}", values, True, "where this target keeps things"))
+        else:
+            rows.append(_same(f"env {name}", values))
+
+    rows.append(_same("source sha256", [e["source_sha256"] for e in envs]))
+    rows.append(_same("settings+lock digest", [e["settings_digest"] for e in envs]))
+    fresh = [e["image_digest"] in (None, e["settings_digest"]) for e in envs]
+    rows.append(
+        Row(
+            "image built from this source",
+            ["n/a (no image)" if e["image_digest"] is None else str(ok) for e, ok in zip(envs, fresh, strict=True)],
+            all(fresh),
+            "" if all(fresh) else "an image is older than its source: rebuild it",
+        )
+    )
+
+    rows += _behaviour_rows("cpu", [fp["cpu"] for fp in fingerprints], [e["cpu"] for e in envs])
+    gpus = [fp.get("gpu") for fp in fingerprints]
+    for name in sorted({g["name"] for g in gpus if g}):
+        same_kind = [g if g and g["name"] == name else None for g in gpus]
+        if sum(g is not None for g in same_kind) >= 2:
+            rows += _behaviour_rows(f"gpu {name}", same_kind, [name] * len(gpus))
+    return rows
+
+
+def _behaviour_rows(section: str, behaviours: list[dict | None], hardware: list[str]) -> list[Row]:
+    present = [b for b in behaviours if b is not None]
+    same_hardware = len({h for h, b in zip(hardware, behaviours, strict=True) if b is not None}) == 1
+    rows = []
+    for kind in ("classifier", "dit"):
+        losses = [b[kind]["losses"] if b else None for b in behaviours]
+        ok, worst = _close([x for x in losses if x is not None])
+        values = [f"{len(x)} steps, last {x[-1]:.6f}" if x else MISSING for x in losses]
+        rows.append(Row(f"{section} {kind} losses", values, ok, f"max rel diff {worst:.1e} (tol {LOSS_RTOL:.0e})"))
+        digests = [b[kind]["params_sha256"][:19] if b else MISSING for b in behaviours]
+        rows.append(_digest_row(f"{section} {kind} params", digests, same_hardware))
+    for model in sorted({m for b in present for m in b["forward"]}):
+        digests = [b["forward"][model]["sha256"][:19] if b else MISSING for b in behaviours]
+        if same_hardware:
+            rows.append(_digest_row(f"{section} {model} forward", digests, True))
+        else:
+            sums = [b["forward"][model]["abs_sum"] for b in present]
+            ok = max(sums) - min(sums) <= LOSS_RTOL * max(abs(s) for s in sums)
+            rows.append(Row(f"{section} {model} forward", [f"{s:.6f}" for s in sums], ok, "|output| sum"))
+    return rows
+
+
+def _digest_row(field: str, digests: list[str], compare_bits: bool) -> Row:
+    if compare_bits:
+        return _same(field, digests)
+    return Row(field, digests, True, "different hardware: compared through the losses")
+
+
+def _close(series: list[list[float]]) -> tuple[bool, float]:
+    if len({len(s) for s in series}) > 1:
+        return False, math.inf
+    worst = 0.0
+    for values in zip(*series, strict=True):
+        if not all(math.isfinite(v) for v in values):
+            return False, math.inf
+        scale = max(abs(v) for v in values) or 1.0
+        worst = max(worst, (max(values) - min(values)) / scale)
+    return worst <= LOSS_RTOL, worst
+
+
+def _same(field: str, values: list) -> Row:
+    shown = [MISSING if v is None else str(v) for v in values]
+    return Row(field, shown, len(set(shown)) == 1)
+
+
+def format_rows(rows: list[Row], labels: list[str], only_mismatches: bool = False) -> str:
+    headers = ["field", *labels, "match", "note"]
+    table = [
+        [r.field, *(_short(v) for v in r.values), "yes" if r.ok else "NO", r.note]
+        for r in rows
+        if r.ok is False or not only_mismatches
+    ]
+    widths = [max(len(str(line[i])) for line in [headers, *table]) for i in range(len(headers))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *table]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _short(value: str, limit: int = 34) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
