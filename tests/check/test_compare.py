@@ -1,0 +1,121 @@
+import copy
+import json
+
+import pytest
+
+from tandem.check.commands import compare_command
+from tandem.check.compare import LOSS_RTOL, compare_fingerprints
+
+
+def fingerprint(label="local") -> dict:
+    behaviour = {
+        "classifier": {"losses": [2.3, 2.1, 1.9], "params_sha256": "sha256:aa"},
+        "dit": {"losses": [1.5, 1.2, 1.0], "params_sha256": "sha256:bb"},
+        "forward": {"classifier": {"sha256": "sha256:cc", "sum": 1.0, "abs_sum": 3.0}},
+    }
+    return {
+        "label": label,
+        "environment": {
+            "python": "3.11.7",
+            "implementation": "CPython",
+            "platform": "linux-x86_64",
+            "cpu": "Xeon",
+            "distributions": {
+                "locked": {"torch": {"locked": "2.14.1", "installed": "2.14.1", "matches_lock": True}},
+                "not_in_lock": {},
+            },
+            "env": {"PYTHONUNBUFFERED": "1", "TANDEM_DATA_DIR": "./data"},
+            "source_sha256": "sha256:src",
+            "settings_digest": "sha256:set",
+            "image_digest": None,
+            "device": {},
+        },
+        "cpu": behaviour,
+        "gpu": None,
+    }
+
+
+def bad_fields(a, b):
+    return [row.field for row in compare_fingerprints([a, b]) if not row.ok]
+
+
+def test_identical_fingerprints_match():
+    assert bad_fields(fingerprint(), fingerprint("docker")) == []
+
+
+def test_layout_variables_may_differ():
+    b = fingerprint("docker")
+    b["environment"]["env"]["TANDEM_DATA_DIR"] = "/data"
+    assert bad_fields(fingerprint(), b) == []
+
+
+def test_env_var_set_only_in_one_environment_is_named():
+    b = fingerprint("docker")
+    b["environment"]["env"]["OMP_NUM_THREADS"] = "1"
+    assert bad_fields(fingerprint(), b) == ["env OMP_NUM_THREADS"]
+
+
+def test_package_installed_only_in_container_is_named():
+    b = fingerprint("docker")
+    b["environment"]["distributions"]["not_in_lock"]["requests"] = "2.32.0"
+    assert bad_fields(fingerprint(), b) == ["package requests"]
+
+
+def test_version_drift_and_lock_mismatch():
+    b = fingerprint("docker")
+    b["environment"]["distributions"]["locked"]["torch"].update(installed="2.13.0", matches_lock=False)
+    assert bad_fields(fingerprint(), b) == ["package torch"]
+
+
+def test_stale_image_is_flagged():
+    b = fingerprint("docker")
+    b["environment"]["image_digest"] = "sha256:older"
+    assert bad_fields(fingerprint(), b) == ["image built from this source"]
+
+
+def test_losses_within_tolerance_pass_and_beyond_fail():
+    near, far = fingerprint("near"), fingerprint("far")
+    near["environment"]["cpu"] = far["environment"]["cpu"] = "Other CPU"  # digests not compared bit for bit
+    near["cpu"]["dit"]["losses"] = [x * (1 + LOSS_RTOL / 10) for x in near["cpu"]["dit"]["losses"]]
+    near["cpu"]["dit"]["params_sha256"] = "sha256:different-bits"
+    assert bad_fields(fingerprint(), near) == []
+    far["cpu"]["dit"]["losses"] = [x * (1 + LOSS_RTOL * 10) for x in far["cpu"]["dit"]["losses"]]
+    assert bad_fields(fingerprint(), far) == ["cpu dit losses"]
+
+
+def test_same_cpu_requires_identical_parameters():
+    b = fingerprint("docker")
+    b["cpu"]["classifier"]["params_sha256"] = "sha256:other"
+    assert bad_fields(fingerprint(), b) == ["cpu classifier params"]
+
+
+def test_gpu_sections_compare_only_same_kind():
+    a, b, c = fingerprint("a"), fingerprint("b"), fingerprint("c")
+    a["gpu"] = {"name": "NVIDIA H100", **copy.deepcopy(a["cpu"])}
+    b["gpu"] = {"name": "NVIDIA A10G", **copy.deepcopy(a["cpu"])}
+    b["gpu"]["dit"]["losses"] = [9.0, 9.0, 9.0]
+    assert [r.field for r in compare_fingerprints([a, b]) if r.field.startswith("gpu")] == []
+    c["gpu"] = {"name": "NVIDIA H100", **copy.deepcopy(a["cpu"])}
+    c["gpu"]["dit"]["losses"] = [9.0, 9.0, 9.0]
+    assert "gpu NVIDIA H100 dit losses" in [r.field for r in compare_fingerprints([a, c]) if not r.ok]
+
+
+def test_compare_command_exit_codes(tmp_path, capsys):
+    paths = []
+    for label in ("local", "docker"):
+        paths.append(tmp_path / f"{label}.json")
+        paths[-1].write_text(json.dumps(fingerprint(label)))
+    assert compare_command([str(p) for p in paths]) == 0
+    bad = fingerprint("docker")
+    bad["environment"]["env"]["PYTHONUNBUFFERED"] = "0"
+    paths[1].write_text(json.dumps(bad))
+    assert compare_command([str(p) for p in paths]) == 1
+    assert "env PYTHONUNBUFFERED" in capsys.readouterr().out
+
+
+def test_unreadable_fingerprint_is_a_usage_error(tmp_path):
+    from tandem.errors import UsageError
+
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(UsageError, match="not a readable fingerprint"):
+        compare_command([str(tmp_path / "a.json"), str(tmp_path / "missing.json")])
