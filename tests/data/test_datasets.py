@@ -167,6 +167,13 @@ def test_imagefolder_without_splits_gets_a_fixed_stratified_split(tmp_path, make
     assert sorted(ids(data) + test_ids) == list(range(30))
 
 
+def test_imagefolder_with_two_images_still_splits(tmp_path, make):
+    make.write_image(tmp_path / "a" / "0.png", 0)
+    make.write_image(tmp_path / "b" / "0.png", 255)
+    data = load_dataset("imagefolder", tmp_path, folder=tmp_path, image_size=4)
+    assert (len(data.train_labels), len(data.test_labels)) == (1, 1)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -122,12 +122,11 @@ def _image_data(name, train, test, class_names, flip) -> ImageData:
     )
 
 
-def _split(images: np.ndarray, labels: np.ndarray, test_size) -> tuple[formats.LabelledImages, ...]:
-    """A seed-fixed split, stratified when every class can appear on both sides."""
-    from sklearn.model_selection import train_test_split
+def _split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[formats.LabelledImages, ...]:
+    """A seed-fixed split with n_test test images, stratified when every class can appear on both sides."""
+    from sklearn.model_selection import train_test_split  # imported on use: slow, and only two datasets split
 
     counts = np.bincount(labels)
-    n_test = test_size if isinstance(test_size, int) else round(test_size * len(labels))
     n_classes = np.count_nonzero(counts)
     stratified = counts[counts > 0].min() >= 2 and min(n_test, len(labels) - n_test) >= n_classes
     train, test = train_test_split(
@@ -200,7 +199,8 @@ def _load_imagefolder(folder: str | Path | None, data_dir: Path, image_size: int
         everything = formats.read_image_folder(root, image_size, class_names)
         if len(everything.labels) < 2:
             raise UsageError(f"{root} needs at least two images in class sub-folders (<class>/<image>)")
-        train, test = _split(*everything, IMAGEFOLDER_TEST_FRACTION)
+        n_test = max(1, round(IMAGEFOLDER_TEST_FRACTION * len(everything.labels)))
+        train, test = _split(*everything, n_test)
     if len(train.labels) == 0:
         raise UsageError(f"no images found under {root}; expected <class>/<image> files Pillow can read")
     return _image_data("imagefolder", train, test, class_names, flip=True)
