@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "tandem.env.commands",
     "tandem.train.commands",
     "tandem.check.commands",
+    "tandem.doctor",
 )
 
 
