@@ -1,0 +1,197 @@
+"""Checkpoints: written atomically, checksummed, the last K kept, the newest valid one found on resume.
+
+A file is written to a temporary name in the same directory, flushed and fsynced, renamed over the
+final name with os.replace, and the directory is fsynced: a crash leaves either the old file or the new
+one, never half of one. torch.load notices a truncated file but not flipped bytes inside a tensor, so
+each checkpoint also holds a SHA-256 of its contents, checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tandem.errors import UsageError
+
+FORMAT = 1
+NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: unreadable, truncated, corrupt or not a tandem checkpoint."""
+
+
+# -----------------------------------------------------------------------------
+# one file
+
+
+def content_digest(obj) -> str:
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for key, value in obj.items():
+            h.update(repr(key).encode())
+            _feed(h, value)
+        h.update(b"}")
+    elif isinstance(obj, list | tuple):
+        h.update(b"[")
+        for value in obj:
+            _feed(h, value)
+        h.update(b"]")
+    else:
+        h.update(repr(obj).encode())
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """Call write(file) on a temporary file next to `path`, then swap it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def save(state: dict, path: Path) -> None:
+    payload = {"format": FORMAT, "sha256": content_digest(state), "state": state}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load(path: Path) -> dict:
+    """The state saved at `path`, on the CPU. Raises CheckpointError saying what is wrong with it."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError("no such file") from None
+    except Exception as exc:  # truncated zip, garbage, pickle errors: all mean "unusable"
+        raise CheckpointError(f"unreadable: {str(exc).splitlines()[0][:120]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state" not in payload:
+        raise CheckpointError("not a tandem checkpoint")
+    if content_digest(payload["state"]) != payload.get("sha256"):
+        raise CheckpointError("corrupt: its contents do not match their checksum")
+    return payload["state"]
+
+
+def load_or_fail(path: str | Path, flag: str) -> dict:
+    """load() for a checkpoint a user named: any problem is a one-line UsageError."""
+    try:
+        return load(Path(path))
+    except CheckpointError as exc:
+        raise UsageError(f"{flag} {path}: {exc}; pass a checkpoint written by tandem train") from None
+
+
+# -----------------------------------------------------------------------------
+# a run's checkpoints/ directory
+
+
+class CheckpointDir:
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.directory, self.keep = Path(directory), keep
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step:07d}.pt"
+
+    def existing(self) -> list[tuple[int, Path]]:
+        """(step, path) of every checkpoint file, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := NAME.match(p.name))]
+        return sorted(found)
+
+    def save(self, state: dict, step: int) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(step)
+        save(state, path)
+        for _, old in self.existing()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def latest_valid(self, report: Callable[[str], None] = print) -> tuple[Path, dict] | None:
+        """The newest checkpoint that loads and checks out; each unusable newer one is reported by name."""
+        for _, path in reversed(self.existing()):
+            try:
+                return path, load(path)
+            except CheckpointError as exc:
+                report(f"checkpoint {path} is unusable ({exc}); falling back to the previous one")
+        return None
+
+
+# -----------------------------------------------------------------------------
+# random state
+
+
+def capture_rng(generators: dict[str, torch.Generator]) -> dict:
+    """Every random stream of this process: python, numpy, torch CPU and CUDA, and the named generators."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+
+
+# -----------------------------------------------------------------------------
+# model identity: a checkpoint only resumes into the model it was made from
+
+
+def fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_identity(path: Path, saved: dict, wanted: dict, flags: dict[str, str]) -> None:
+    """UsageError naming the file and the first field where the checkpoint's model differs from this one."""
+    if fingerprint(saved) == fingerprint(wanted):
+        return
+    for key in sorted(set(saved) | set(wanted)):
+        if saved.get(key) != wanted.get(key):
+            flag = flags.get(key, "--" + key.replace("_", "-"))
+            raise UsageError(
+                f"checkpoint {path} was made with {key}={saved.get(key)!r} but this run has "
+                f"{key}={wanted.get(key)!r} ({flag}); resume with the same settings, or start a new "
+                "run without --resume"
+            )

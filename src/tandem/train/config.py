@@ -1,0 +1,263 @@
+"""Training settings as dataclasses (nanoGPT style); the command-line flags are generated from them.
+
+Every field carries its help text in `metadata["help"]`, so `tandem train dit --help` documents every
+setting, and anything else that starts training (Docker, Modal) derives the very same flags from the
+very same classes with `add_config_arguments` / `config_to_argv`.
+
+The defaults are the tuned digits settings: `tandem train dit` with no flags is a short, useful run.
+They live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field, fields
+
+from tandem.errors import UsageError
+
+DEVICES = ("auto", "cuda", "mps", "cpu")  # or an indexed one such as cuda:1
+LR_SCHEDULES = ("cosine", "linear", "constant")
+SOLVERS = ("euler", "heun")
+TIMESTEP_SCHEDULES = ("logit-normal", "uniform")
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TANDEM_DATA_DIR", "./data")  # the images set /data
+
+
+def default_runs_dir() -> str:
+    return os.environ.get("TANDEM_RUNS_DIR", "./runs")  # the images set /runs
+
+
+def setting(default=dataclasses.MISSING, *, help: str, factory=dataclasses.MISSING, choices=None):
+    """A config field with the help text (and optional fixed choices) its flag is generated from."""
+    metadata = {"help": help, "choices": choices}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Settings both trainers share."""
+
+    # data
+    dataset: str = setting(
+        "digits",
+        help="dataset: digits (offline, 8x8), mnist, fashion-mnist, cifar10, imagefolder (needs --folder "
+        "and --image-size), synthetic (random noise, for benchmarks)",
+    )
+    data_dir: str = setting(
+        help="where datasets are downloaded and cached (env TANDEM_DATA_DIR)", factory=default_data_dir
+    )
+    folder: str = setting("", help="imagefolder only: a folder of <class>/<image> files")
+    image_size: int = setting(0, help="resize images to this many pixels square; 0 keeps the dataset's size")
+    # run directory and checkpoints
+    runs_dir: str = setting(help="where run directories are created (env TANDEM_RUNS_DIR)", factory=default_runs_dir)
+    run_name: str = setting("", help="run directory name under --runs-dir; default <kind>-<timestamp>")
+    resume: bool = setting(
+        False,
+        help="continue from the latest valid checkpoint of the --run-name run, or else of the newest run of this kind",
+    )
+    checkpoint_every: int = setting(500, help="write a checkpoint every this many steps (0: only at the end)")
+    keep_checkpoints: int = setting(3, help="keep only this many most recent checkpoints")
+    stop_after: int = setting(
+        0, help="stop after this many steps of this invocation, with a checkpoint, as if interrupted (0: off)"
+    )
+    log_every: int = setting(10, help="log loss, lr and img/s to metrics.jsonl every this many steps")
+    # optimisation
+    batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
+    lr: float = setting(1e-3, help="peak learning rate")
+    weight_decay: float = setting(0.0, help="weight decay")
+    warmup_steps: int = setting(100, help="linear learning-rate warmup steps")
+    lr_schedule: str = setting("cosine", help="learning-rate decay after warmup", choices=LR_SCHEDULES)
+    grad_clip: float = setting(1.0, help="clip the gradient norm to this value (0: no clipping)")
+    # execution
+    seed: int = setting(0, help="seed for initialisation, data order, augmentation and noise")
+    device: str = setting("auto", help="auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu")
+    deterministic: bool = setting(False, help="deterministic kernels (bitwise-reproducible on CPU, slower on GPU)")
+    amp: bool = setting(True, help="bf16 autocast on CUDA (ignored on other devices)")
+    compile: bool = setting(False, help="torch.compile the model (needs a C compiler)")
+
+
+@dataclass
+class ClassifierTrainConfig(TrainConfig):
+    """Airbench-style classifier training: SGD Nesterov, label smoothing, translate/flip augmentation."""
+
+    arch: str = setting("airbench", help="classifier architecture: airbench or resnet18")
+    width: int = setting(0, help="airbench base width (blocks use w, 4w, 4w); 0: the architecture's default")
+    epochs: int = setting(40, help="passes over the training set")
+    batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
+    lr: float = setting(0.1, help="peak learning rate")
+    momentum: float = setting(0.9, help="SGD Nesterov momentum")
+    weight_decay: float = setting(5e-4, help="weight decay")
+    warmup_steps: int = setting(50, help="linear learning-rate warmup steps")
+    lr_schedule: str = setting("linear", help="learning-rate decay after warmup", choices=LR_SCHEDULES)
+    grad_clip: float = setting(0.0, help="clip the gradient norm to this value (0: no clipping)")
+    checkpoint_every: int = setting(200, help="write a checkpoint every this many steps (0: only at the end)")
+    label_smoothing: float = setting(0.2, help="label smoothing of the cross-entropy loss")
+    translate: int = setting(1, help="random-translate augmentation by up to this many pixels")
+    whiten: bool = setting(True, help="airbench only: initialise the stem to whiten 2x2 patches of the data")
+    tta: bool = setting(True, help="average predictions over horizontal flips at evaluation, if the data flips")
+
+
+@dataclass
+class DiTTrainConfig(TrainConfig):
+    """Class-conditional DiT trained by flow matching, sampled with an ODE solver from its EMA weights."""
+
+    size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL")
+    patch_size: int = setting(2, help="patch size in pixels; must divide the image size")
+    class_dropout: float = setting(0.1, help="probability of dropping the label (trains classifier-free guidance)")
+    steps: int = setting(2000, help="optimizer steps")
+    lr: float = setting(1e-3, help="peak learning rate")
+    weight_decay: float = setting(0.0, help="AdamW weight decay")
+    ema_decay: float = setting(0.999, help="decay of the exponential moving average of the weights")
+    timestep_schedule: str = setting(
+        "logit-normal", help="distribution of training timesteps", choices=TIMESTEP_SCHEDULES
+    )
+    sample_every: int = setting(500, help="save a sample grid every this many steps (0: only at the end)")
+    samples_per_class: int = setting(8, help="columns of the sample grid (one row per class)")
+    sample_steps: int = setting(32, help="ODE solver steps when sampling")
+    solver: str = setting("heun", help="ODE solver for sampling", choices=SOLVERS)
+    cfg_scale: float = setting(2.0, help="classifier-free guidance scale (1: no guidance)")
+    classifier_checkpoint: str = setting(
+        "", help="a classifier checkpoint of the same dataset: report sample accuracy and Frechet distance"
+    )
+    eval_samples: int = setting(0, help="samples generated for the final evaluation (0: the test-set size)")
+
+
+CONFIGS: dict[str, type[TrainConfig]] = {"classifier": ClassifierTrainConfig, "dit": DiTTrainConfig}
+
+
+# -----------------------------------------------------------------------------
+# flags <-> config
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    return typing.get_type_hints(cls)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
+    """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag."""
+    types = _field_types(cls)
+    for f in fields(cls):
+        kind = types[f.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        help_text = f.metadata["help"]
+        if kind is bool:
+            parser.add_argument(
+                flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag_name(f.name),
+                dest=f.name,
+                type=kind,
+                default=default,
+                choices=f.metadata.get("choices"),
+                metavar=None if f.metadata.get("choices") else f.name.upper(),
+                help=help_text,
+            )
+
+
+def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def config_to_argv(config: TrainConfig) -> list[str]:
+    """The flags that reproduce `config` exactly (the inverse of add_config_arguments + config_from_args)."""
+    argv = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool):
+            argv.append(flag_name(f.name) if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            argv += [flag_name(f.name), repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+def config_from_dict(cls: type[TrainConfig], values: dict):
+    """A config from a saved dict (config.json, a checkpoint); unknown keys are ignored."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# -----------------------------------------------------------------------------
+# validation: everything here fails before anything is written
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def validate(config: TrainConfig) -> None:
+    """Check every flag on its own; checks that need the data or a checkpoint happen in the trainers."""
+    from tandem.data import DATASETS  # imported here: the CLI parser itself stays free of torch
+
+    c = config
+    _require(c.dataset in DATASETS, f"--dataset {c.dataset!r} is unknown; pick one of: {', '.join(DATASETS)}")
+    _require(c.image_size >= 0, f"--image-size must be 0 (native) or positive, got {c.image_size}")
+    _require(c.batch_size > 0, f"--batch-size must be positive, got {c.batch_size}")
+    _require(c.lr > 0, f"--lr must be positive, got {c.lr}")
+    _require(c.weight_decay >= 0, f"--weight-decay must be >= 0, got {c.weight_decay}")
+    _require(c.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {c.warmup_steps}")
+    _require(c.grad_clip >= 0, f"--grad-clip must be >= 0 (0 turns clipping off), got {c.grad_clip}")
+    _require(c.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {c.checkpoint_every}")
+    _require(c.keep_checkpoints >= 1, f"--keep-checkpoints must be at least 1, got {c.keep_checkpoints}")
+    _require(c.stop_after >= 0, f"--stop-after must be >= 0 (0 turns it off), got {c.stop_after}")
+    _require(c.log_every >= 1, f"--log-every must be at least 1, got {c.log_every}")
+    _require(c.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+    device_kind = c.device.split(":")[0]
+    _require(
+        device_kind in DEVICES and (c.device.count(":") == 0 or device_kind == "cuda"),
+        f"--device {c.device!r} is unknown; use auto, cuda, cuda:N, mps or cpu",
+    )
+    _require(
+        c.dataset != "imagefolder" or (c.folder and c.image_size),
+        "--dataset imagefolder needs --folder DIR and --image-size N",
+    )
+    if isinstance(c, ClassifierTrainConfig):
+        from tandem.models import ARCHS
+
+        _require(c.arch in ARCHS, f"--arch {c.arch!r} is unknown; pick one of: {', '.join(ARCHS)}")
+        _require(c.epochs > 0, f"--epochs must be positive, got {c.epochs}")
+        _require(c.width >= 0, f"--width must be 0 (default) or positive, got {c.width}")
+        _require(c.width == 0 or c.arch == "airbench", "--width only applies to --arch airbench; drop it")
+        _require(c.momentum >= 0, f"--momentum must be >= 0, got {c.momentum}")
+        _require(0 <= c.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
+        _require(c.translate >= 0, f"--translate must be >= 0, got {c.translate}")
+    if isinstance(c, DiTTrainConfig):
+        from tandem.models import DIT_SIZES
+
+        _require(c.size in DIT_SIZES, f"--size {c.size!r} is unknown; pick one of: {', '.join(DIT_SIZES)}")
+        _require(c.steps > 0, f"--steps must be positive, got {c.steps}")
+        _require(c.patch_size > 0, f"--patch-size must be positive, got {c.patch_size}")
+        _require(
+            c.image_size == 0 or c.image_size % c.patch_size == 0,
+            f"--image-size {c.image_size} is not divisible by --patch-size {c.patch_size}; "
+            "pick a patch size that divides the image size",
+        )
+        _require(0 <= c.class_dropout < 1, f"--class-dropout must be in [0, 1), got {c.class_dropout}")
+        _require(0 <= c.ema_decay <= 1, f"--ema-decay must be in [0, 1], got {c.ema_decay}")
+        _require(c.sample_every >= 0, f"--sample-every must be >= 0, got {c.sample_every}")
+        _require(c.samples_per_class > 0, f"--samples-per-class must be positive, got {c.samples_per_class}")
+        _require(c.sample_steps > 0, f"--sample-steps must be positive, got {c.sample_steps}")
+        _require(c.solver in SOLVERS, f"--solver must be one of {', '.join(SOLVERS)}")
+        _require(
+            c.timestep_schedule in TIMESTEP_SCHEDULES,
+            f"--timestep-schedule must be one of {', '.join(TIMESTEP_SCHEDULES)}",
+        )
+        _require(c.eval_samples >= 0, f"--eval-samples must be >= 0, got {c.eval_samples}")
+        _require(
+            not c.classifier_checkpoint or os.path.isfile(c.classifier_checkpoint),
+            f"--classifier-checkpoint {c.classifier_checkpoint}: no such file; pass a classifier "
+            "checkpoint (runs/<run>/checkpoints/step_*.pt)",
+        )

@@ -1,0 +1,156 @@
+"""Evaluation: classifier accuracy, and how good class-conditional samples are in a classifier's eyes.
+
+sample accuracy   a trained classifier labels the generated images; the fraction that gets the class
+                  the sampler was asked for
+Frechet distance  FID's formula on the classifier's penultimate features of generated vs held-out
+                  images, next to its floor: the same distance between real training and held-out
+                  images (the value a perfect generator would get at this sample size)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from tandem.errors import UsageError
+from tandem.models import build_classifier
+from tandem.train import checkpoint
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units: the classifier's input normalisation."""
+    x = images.float().div(255)
+    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+
+
+def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return (images.float().div(255) - mean_t) / std_t
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] model space -> uint8 pixels, rounded as when saved to a PNG."""
+    return images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    mean: list[float],
+    std: list[float],
+    *,
+    tta_flip: bool = False,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Logits for uint8 images; with tta_flip, averaged with those of the mirrored images."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for chunk in images.split(batch_size):
+        x = normalize(chunk, mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        if tta_flip:
+            logits = 0.5 * (logits + model(x.flip(-1)).float())
+        out.append(logits)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def features(model: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 1024) -> np.ndarray:
+    model.eval()
+    feats = [model.features(normalize(chunk, mean, std)).double().cpu() for chunk in images.split(batch_size)]
+    return torch.cat(feats).numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), as in FID.
+
+    Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the symmetric
+    S_a^(1/2) S_b S_a^(1/2) (same eigenvalues as S_a S_b): stable, and never complex.
+    """
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = sqrt_a @ cov_b @ sqrt_a
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_covmean)
+
+
+@dataclass
+class Judge:
+    """A trained classifier loaded from its checkpoint, used to score generated images."""
+
+    model: nn.Module
+    mean: list[float]
+    std: list[float]
+    dataset: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    path: Path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device, flag: str = "--classifier-checkpoint") -> Judge:
+        state = checkpoint.load_or_fail(path, flag)
+        if state.get("kind") != "classifier":
+            raise UsageError(f"{flag} {path} is a {state.get('kind')} checkpoint; pass a classifier checkpoint")
+        m = state["model_config"]
+        model = build_classifier(
+            m["arch"],
+            num_classes=m["num_classes"],
+            in_channels=m["in_channels"],
+            image_size=m["image_size"],
+            width=m["width"],
+        )
+        model.load_state_dict(state["model"])
+        return cls(
+            model=model.to(device).eval(),
+            mean=state["preprocess"]["mean"],
+            std=state["preprocess"]["std"],
+            dataset=state["identity"]["dataset"],
+            num_classes=m["num_classes"],
+            image_shape=(m["in_channels"], m["image_size"], m["image_size"]),
+            path=Path(path),
+        )
+
+    def check_matches(self, dataset: str, num_classes: int, image_shape: tuple[int, ...]) -> None:
+        if (self.num_classes, tuple(self.image_shape)) != (num_classes, tuple(image_shape)):
+            raise UsageError(
+                f"--classifier-checkpoint {self.path} classifies {self.num_classes} classes of "
+                f"{self.image_shape} images ({self.dataset}), this run has {num_classes} of {tuple(image_shape)} "
+                f"({dataset}); pass a classifier trained on the same data"
+            )
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        return predict(self.model, images, self.mean, self.std).argmax(dim=1)
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        return features(self.model, images, self.mean, self.std)
+
+
+def score_samples(
+    judge: Judge, samples: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, test: torch.Tensor, seed: int
+) -> dict[str, float]:
+    """Sample accuracy and Frechet distance of uint8 samples against the held-out images, with the floor
+    measured on as many real training images as there are samples."""
+    n = len(samples)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    test_feats = judge.features(test)
+    fd = frechet_distance(judge.features(samples), test_feats)
+    floor = frechet_distance(judge.features(train[pick.to(train.device)]), test_feats)
+    return {
+        "sample_acc": (judge.labels(samples) == labels).float().mean().item(),
+        "fd": fd,
+        "fd_floor": floor,
+        "fd_ratio": fd / floor if floor > 0 else float("inf"),
+    }

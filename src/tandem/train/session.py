@@ -1,0 +1,349 @@
+"""What both training loops share: device and ranks, data, the run directory, checkpoints, progress, and
+stopping safely (SIGTERM, --stop-after, a NaN loss).
+
+A loop builds a Session (which validates every input before anything is written), builds its model,
+calls open_run (the last check: --resume and the checkpoint's model), and from then on reports each
+step to the session. Every method that may talk to other ranks is called by all ranks at the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tandem.data import ImageData, load_dataset
+from tandem.errors import UsageError
+from tandem.train import distributed
+from tandem.train.checkpoint import capture_rng, check_identity, fingerprint, restore_rng
+from tandem.train.config import TrainConfig, validate
+from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
+from tandem.train.run import RunDir, RunResult, TrainingDiverged
+
+
+def package_version() -> str | None:
+    try:
+        return importlib.metadata.version("tandem")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class StopSignal:
+    """SIGTERM (what Docker and Modal send first) and Ctrl-C set a flag the loop checks after each step,
+    so the run ends with a checkpoint instead of dying mid-step. A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class LossWindow:
+    """Losses and gradient norms since the last log, kept on the device: reading them waits for the GPU,
+    so that happens once per log interval rather than every step."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+        self.values: list[torch.Tensor] = []
+
+    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.steps.append(step)
+        self.values.append(torch.stack([loss.detach().float(), grad_norm.detach().float()]))
+
+    def read(self) -> tuple[float, float, int | None]:
+        """(mean loss, mean grad norm, first step whose loss or gradient was not finite) and reset."""
+        if not self.values:
+            return float("nan"), float("nan"), None
+        values = torch.stack(self.values).cpu()
+        finite = torch.isfinite(values).all(dim=1)
+        bad = None if finite.all() else self.steps[int((~finite).nonzero()[0])]
+        loss, grad_norm = values.mean(dim=0).tolist()
+        self.steps, self.values = [], []
+        return loss, grad_norm, bad
+
+
+class Session:
+    def __init__(self, kind: str, config: TrainConfig):
+        validate(config)
+        self.kind, self.config = kind, config
+        self.layout = distributed.from_environment()
+        self.is_main = self.layout.is_main
+        self.device, why = choose_device(config.device, self.layout.local_rank)
+        if config.batch_size % self.layout.world_size:
+            raise UsageError(
+                f"--batch-size {config.batch_size} does not split evenly over {self.layout.world_size} ranks; "
+                "pick a multiple of the number of processes"
+            )
+        configure_determinism(config.deterministic)
+        distributed.init(self.layout, self.device)
+        ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
+        self.print(f"device: {self.device} ({why}{ranks})")
+        self.stale_image_warning()
+        self.data = self.load_data()
+
+        # The global generators get the same seed on every rank, so every rank builds the same initial
+        # weights (the loops build their model right after this); per-rank randomness comes from these:
+        seed_everything(config.seed)
+        rank = self.layout.rank
+        self.generators = {  # augmentation and noise: separate streams, one per rank
+            name: torch.Generator(self.device).manual_seed(derive_seed(config.seed, name, rank))
+            for name in ("data", "noise")
+        }
+        self.run: RunDir | None = None
+        self.identity: dict = {}
+        self.resumed_from: Path | None = None
+        self.last_checkpoint: Path | None = None
+        self.start_step = 0
+        self._started = time.perf_counter()
+        self._elapsed_before = 0.0
+        self._last_log = (time.perf_counter(), 0)
+        self._untimed = 0.0  # seconds spent checkpointing/sampling since the last log: not training
+
+    # -- setup --------------------------------------------------------------
+
+    def print(self, *args, **kwargs) -> None:
+        if self.is_main:
+            tqdm.write(" ".join(map(str, args)), **kwargs)
+
+    def stale_image_warning(self) -> None:
+        from tandem.env.digest import stale_image_warning
+
+        if self.is_main and (warning := stale_image_warning()):
+            print(warning, file=sys.stderr)
+
+    def load_data(self) -> ImageData:
+        """Rank 0 loads (and downloads) first; the other ranks then read the cached files."""
+        c = self.config
+
+        def load() -> ImageData:
+            return load_dataset(
+                c.dataset, c.data_dir, image_size=c.image_size or None, folder=c.folder or None, seed=c.seed
+            )
+
+        data, problem = None, None
+        if self.is_main:
+            try:
+                data = load()
+            except UsageError as exc:
+                problem = str(exc)
+        problem = distributed.gather(problem)[0]  # also makes the other ranks wait for the download
+        if problem:
+            raise UsageError(problem)
+        data = data or load()
+        if c.batch_size > len(data.train_images):
+            raise UsageError(
+                f"--batch-size {c.batch_size} is larger than the {len(data.train_images)} training images of "
+                f"{c.dataset}; pass a smaller --batch-size"
+            )
+        return data.to(self.device)
+
+    def open_run(self, identity: dict, flags: dict[str, str]) -> dict | None:
+        """Choose the run directory and, with --resume, the checkpoint to continue from (its model must be
+        this one). The last check on the inputs: only after it is anything written."""
+        c = self.config
+        self.identity = identity
+        state = None
+        if c.resume:
+            run = RunDir(RunDir.to_resume(c.runs_dir, self.kind, c.run_name), c.keep_checkpoints)
+            found = run.checkpoints.latest_valid(report=self.print)  # every rank reads it: a shared disk
+            if found is None:
+                raise UsageError(
+                    f"--resume: no usable checkpoint in {run.checkpoints.directory}; drop --resume to start a new run"
+                )
+            self.resumed_from, state = found
+            if state["kind"] != self.kind:
+                raise UsageError(
+                    f"checkpoint {self.resumed_from} is a {state['kind']} checkpoint; resume it with "
+                    f"tandem train {state['kind']}"
+                )
+            check_identity(self.resumed_from, state["identity"], identity, flags)
+            self.start_step = state["step"]
+            self._elapsed_before = state["elapsed"]
+            self.last_checkpoint = self.resumed_from
+        else:
+            path = RunDir.new_path(c.runs_dir, self.kind, c.run_name)
+            run = RunDir(Path(distributed.gather(str(path))[0]), c.keep_checkpoints)  # rank 0's name
+        distributed.gather(None)  # every rank has checked everything before rank 0 writes anything
+
+        self.run = run
+        if self.is_main:
+            run.create()
+            run.write_config(self.resolved_config())
+            if state is not None:
+                run.rewind_metrics(state["step"])
+        self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
+        self._last_log = (time.perf_counter(), self.start_step)
+        return state
+
+    def resolved_config(self) -> dict:
+        return {
+            "kind": self.kind,
+            "config": dataclasses.asdict(self.config),
+            "model": self.identity,
+            "fingerprint": fingerprint(self.identity),
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            "world_size": self.layout.world_size,
+            "dataset": {"train": len(self.data.train_images), "test": len(self.data.test_images)},
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "tandem": package_version(),
+            "env_digest": os.environ.get("TANDEM_ENV_DIGEST"),
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the loop calls: DDP-wrapped on several ranks, compiled with --compile."""
+        model = distributed.wrap(model, self.layout, self.device)
+        return torch.compile(model) if self.config.compile else model
+
+    def restore(self, state: dict) -> None:
+        """Put back this rank's random streams from a checkpoint."""
+        if len(state["rng"]) == self.layout.world_size:
+            restore_rng(state["rng"][self.layout.rank], self.generators)
+        else:  # another world size: there is no saved stream for this rank; start fresh, reproducibly
+            self.print(
+                f"note: the checkpoint was written by {len(state['rng'])} ranks, this run has "
+                f"{self.layout.world_size}; random streams restart from the seed"
+            )
+            for name, g in self.generators.items():
+                g.manual_seed(derive_seed(self.config.seed, name, self.layout.rank, state["step"]))
+
+    # -- during training ----------------------------------------------------
+
+    def progress(self, total_steps: int, images_per_step: int) -> tqdm:
+        """A progress bar in images (so its rate is img/s), on rank 0 at a terminal only."""
+        return tqdm(
+            total=total_steps * images_per_step,
+            initial=self.start_step * images_per_step,
+            unit="img",
+            unit_scale=True,
+            desc=self.kind,
+            dynamic_ncols=True,
+            disable=not (self.is_main and sys.stderr.isatty()),
+        )
+
+    def should_stop(self, step: int, stop: StopSignal) -> bool:
+        """SIGTERM / Ctrl-C, or --stop-after reached; all ranks agree."""
+        c = self.config
+        by_limit = bool(c.stop_after) and step - self.start_step >= c.stop_after
+        requested = distributed.any_rank(stop.received is not None, self.device)
+        if requested and self.is_main:
+            self.print(f"{stop.received or 'stop signal'} received: checkpointing at step {step} and stopping")
+        return requested or by_limit
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    def log_window(self, step: int, window: LossWindow, bar: tqdm, **extra) -> dict:
+        """Read the window's losses; stop on NaN/inf before anything is saved; log and show the rest."""
+        loss, grad_norm, bad = window.read()
+        first_bad = distributed.min_all(float("inf") if bad is None else bad, self.device)
+        if first_bad != float("inf"):
+            self.log({"step": int(first_bad), "diverged": True})
+            if self.is_main:
+                self.run.plot_loss_curve()
+            raise TrainingDiverged(int(first_bad), self.last_checkpoint)
+        loss = distributed.sum_all([loss], self.device)[0] / self.layout.world_size
+        now, (then, then_step) = time.perf_counter(), self._last_log
+        images = (step - then_step) * self.config.batch_size
+        record = {
+            "step": step,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            **extra,
+            "img_per_s": images / max(now - then - self._untimed, 1e-9),
+            "elapsed_s": self.elapsed(),
+        }
+        self._last_log, self._untimed = (now, step), 0.0
+        self.log(record)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if bar.disable:
+            self.print(
+                f"step {step:>6}  loss {loss:.4f}  lr {record.get('lr', 0):.2e}  "
+                f"{record['img_per_s']:,.0f} img/s  {record['elapsed_s']:.0f}s"
+            )
+        return record
+
+    @contextlib.contextmanager
+    def untimed(self):
+        """Work between steps (evaluation, sampling, checkpoints) that img/s should not count."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._untimed += time.perf_counter() - start
+
+    def log(self, record: dict) -> None:
+        if self.is_main and self.run is not None:
+            self.run.log(record)
+
+    def save_checkpoint(self, step: int, training_state: dict) -> Path | None:
+        """Collective: gathers every rank's random streams; rank 0 writes the file."""
+        rng = distributed.gather(capture_rng(self.generators))
+        if self.is_main:
+            start = time.perf_counter()
+            state = {
+                "kind": self.kind,
+                "step": step,
+                "elapsed": self.elapsed(),
+                "config": dataclasses.asdict(self.config),
+                "identity": self.identity,
+                "fingerprint": fingerprint(self.identity),
+                "world_size": self.layout.world_size,
+                "rng": rng,
+                **training_state,
+            }
+            self.last_checkpoint = self.run.checkpoints.save(state, step)
+            self._untimed += time.perf_counter() - start
+        return self.last_checkpoint
+
+    # -- the end ------------------------------------------------------------
+
+    def finish(self, status: str, step: int, metrics: dict, artifacts: dict[str, Path]) -> RunResult:
+        if self.is_main:
+            self.log({"step": step, "final": True, "status": status, **metrics})
+            artifacts = {"loss_curve": self.run.plot_loss_curve(), **artifacts}
+            if self.last_checkpoint:
+                artifacts["checkpoint"] = self.last_checkpoint
+            summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+            self.print(f"{status} at step {step} in {self.elapsed():.0f}s  {summary}")
+            if status == "stopped":
+                self.print(f"continue with: --resume --run-name {self.run.path.name} --runs-dir {self.run.path.parent}")
+            self.print(f"run directory: {self.run.path}")
+        return RunResult(
+            kind=self.kind,
+            run_dir=str(self.run.path),
+            status=status,
+            step=step,
+            metrics=metrics,
+            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
+            artifacts={k: str(v) for k, v in artifacts.items()},
+        )
+
+    def close(self) -> None:
+        distributed.shutdown()
