@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import platform
 import subprocess
 import sys
 import tarfile
@@ -103,12 +104,17 @@ def build_python(settings: Settings) -> None:
     log(f"debootstrap {settings.suite} from {main} -> {settings.python_image}")
     with tempfile.TemporaryDirectory(prefix="tandem-rootfs-") as tmp:
         root = Path(tmp) / "rootfs"
-        run("debootstrap", "--variant=minbase", f"--include={INCLUDE}", settings.suite, str(root), main,
-            stdout=subprocess.DEVNULL)
-        (root / "etc/apt/sources.list").unlink(missing_ok=True)
-        (root / "etc/apt/sources.list.d/debian.sources").write_text(
-            debian_sources(settings.suite, main, security)
+        run(
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={INCLUDE}",
+            settings.suite,
+            str(root),
+            main,
+            stdout=subprocess.DEVNULL,
         )
+        (root / "etc/apt/sources.list").unlink(missing_ok=True)
+        (root / "etc/apt/sources.list.d/debian.sources").write_text(debian_sources(settings.suite, main, security))
         # The official image's interpreter is not pip-protected and lives in /usr/local/bin.
         for marker in root.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
             marker.unlink()
@@ -119,19 +125,37 @@ def build_python(settings: Settings) -> None:
         # Slim like the original: no downloaded .debs or package lists.
         run("sh", "-c", f"rm -rf {root}/var/cache/apt/archives/*.deb {root}/var/lib/apt/lists/*")
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        run("docker", "import",
-            "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change", "ENV LANG=C.UTF-8",
-            "--change", 'CMD ["python3"]',
-            "-", settings.python_image, stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        run(
+            "docker",
+            "import",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            "ENV LANG=C.UTF-8",
+            "--change",
+            'CMD ["python3"]',
+            "-",
+            settings.python_image,
+            stdin=tar.stdout,
+            stdout=subprocess.DEVNULL,
+        )
         if tar.wait() != 0:
             sys.exit("build-standins: tar of the rootfs failed")
     check_python(settings)
 
 
 def check_python(settings: Settings) -> None:
-    out = run("docker", "run", "--rm", settings.python_image, "python", "-c",
-              "import sys; print('%d.%d' % sys.version_info[:2])", capture_output=True, text=True)
+    out = run(
+        "docker",
+        "run",
+        "--rm",
+        settings.python_image,
+        "python",
+        "-c",
+        "import sys; print('%d.%d' % sys.version_info[:2])",
+        capture_output=True,
+        text=True,
+    )
     got = out.stdout.strip()
     if got != settings.python:
         sys.exit(f"build-standins: {settings.suite} ships Python {got}, settings want {settings.python}")
@@ -140,8 +164,20 @@ def check_python(settings: Settings) -> None:
 def build_uv(settings: Settings) -> None:
     log(f"uv wheel {settings.uv_version} -> {settings.uv_image}")
     with tempfile.TemporaryDirectory(prefix="tandem-uv-") as tmp:
-        run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-            "--dest", tmp, f"uv=={settings.uv_version}")
+        run(
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            # The musl wheels carry static binaries, which run in a FROM scratch image.
+            *(f"--platform=musllinux_1_{minor}_{platform.machine()}" for minor in (2, 1)),
+            "--dest",
+            tmp,
+            f"uv=={settings.uv_version}",
+        )
         wheel = next(Path(tmp).glob("uv-*.whl"))
         layer = Path(tmp) / "uv.tar"
         with zipfile.ZipFile(wheel) as zf, tarfile.open(layer, "w") as tf:
@@ -151,8 +187,16 @@ def build_uv(settings: Settings) -> None:
                 info.size, info.mode = len(data), 0o755
                 tf.addfile(info, io.BytesIO(data))
         # Same layout as the published uv image: static binaries at the root, uv as entrypoint.
-        run("docker", "import", "--change", 'ENTRYPOINT ["/uv"]', str(layer), settings.uv_image,
-            stdout=subprocess.DEVNULL)
+        run(
+            "docker",
+            "import",
+            "--change",
+            'ENTRYPOINT ["/uv"]',
+            str(layer),
+            settings.uv_image,
+            stdout=subprocess.DEVNULL,
+        )
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
