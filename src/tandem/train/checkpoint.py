@@ -96,7 +96,8 @@ def load(path: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError("no such file") from None
     except Exception as exc:  # truncated zip, garbage, pickle errors: all mean "unusable"
-        raise CheckpointError(f"unreadable: {str(exc).splitlines()[0][:120]}") from None
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"unreadable: {first_line[:120]}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state" not in payload:
         raise CheckpointError("not a tandem checkpoint")
     if content_digest(payload["state"]) != payload.get("sha256"):

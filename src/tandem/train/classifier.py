@@ -132,4 +132,4 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
                 break
 
     status = "completed" if step >= total_steps else "stopped"
-    return s.finish(status, step, metrics, artifacts={})
+    return s.finish(status, step, metrics, {}, model)

@@ -124,13 +124,13 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
                 break
 
     if step < c.steps:
-        return s.finish("stopped", step, {}, artifacts={})
+        return s.finish("stopped", step, {}, {}, model)
     artifacts, metrics = {}, {}
     if s.is_main:
         artifacts["samples"] = save_samples(step)
         if judge is not None:
             metrics = evaluate(s, c, ema.module, judge)
-    return s.finish("completed", step, metrics, artifacts)
+    return s.finish("completed", step, metrics, artifacts, model)
 
 
 def evaluate(s: Session, c: DiTTrainConfig, model: torch.nn.Module, judge: Judge) -> dict:

@@ -25,10 +25,15 @@ from tqdm import tqdm
 from tandem.data import ImageData, load_dataset
 from tandem.errors import UsageError
 from tandem.train import distributed
-from tandem.train.checkpoint import capture_rng, check_identity, fingerprint, restore_rng
+from tandem.train.checkpoint import capture_rng, check_identity, content_digest, fingerprint, restore_rng
 from tandem.train.config import TrainConfig, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
 from tandem.train.run import RunDir, RunResult, TrainingDiverged
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short hash of every parameter and buffer, to compare models across processes."""
+    return content_digest(model.state_dict())[:16]
 
 
 def package_version() -> str | None:
@@ -324,7 +329,14 @@ class Session:
 
     # -- the end ------------------------------------------------------------
 
-    def finish(self, status: str, step: int, metrics: dict, artifacts: dict[str, Path]) -> RunResult:
+    def finish(
+        self, status: str, step: int, metrics: dict, artifacts: dict[str, Path], model: torch.nn.Module
+    ) -> RunResult:
+        if self.layout.enabled:  # DDP keeps the ranks' weights identical; check that it did
+            digests = distributed.gather(weights_digest(model))
+            metrics = {**metrics, "rank_weight_digests": digests, "ranks_identical": len(set(digests)) == 1}
+            if len(set(digests)) > 1:
+                self.print(f"warning: the ranks ended with different weights: {digests}")
         if self.is_main:
             self.log({"step": step, "final": True, "status": status, **metrics})
             artifacts = {"loss_curve": self.run.plot_loss_curve(), **artifacts}

@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from tandem.train import checkpoint, run_training
+
+TRAINING_STATE = ("model", "optimizer", "scheduler", "rng", "step")
+
+
+def final(result) -> dict:
+    return checkpoint.load(Path(result.checkpoint))
+
+
+def test_interrupted_mid_epoch_and_resumed_is_bitwise_equal(classifier_config, states_equal):
+    full = run_training("classifier", classifier_config(run_name="full"))
+    assert full.status == "completed" and full.step == 10  # 2 epochs x 5 steps
+
+    first = run_training("classifier", classifier_config(run_name="resumed", stop_after=7))
+    assert first.status == "stopped" and first.step == 7
+    second = run_training("classifier", classifier_config(run_name="resumed", resume=True))
+    assert second.step == 10
+
+    for key in TRAINING_STATE:
+        states_equal(final(full)[key], final(second)[key], key)  # includes the BatchNorm running stats
+    assert second.metrics["test_acc"] == full.metrics["test_acc"]
+
+
+def test_test_accuracy_is_logged_every_epoch(classifier_config):
+    result = run_training("classifier", classifier_config(epochs=3))
+    run = Path(result.run_dir)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if "test_acc" in r and not r.get("final")]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 5), (2, 10), (3, 15)]
+    assert all(0 <= r["test_acc"] <= 1 for r in epochs)
+    assert result.metrics["test_acc"] == epochs[-1]["test_acc"]
+    with Image.open(run / "loss_curve.png") as png:
+        assert png.format == "PNG"
+    state = final(result)
+    assert state["kind"] == "classifier" and state["identity"]["dataset"] == "digits"
+    assert len(state["preprocess"]["mean"]) == 1  # digits: one channel

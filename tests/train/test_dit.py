@@ -1,0 +1,113 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tandem.train import checkpoint, run_training
+from tandem.train import dit as dit_module
+from tandem.train.run import TrainingDiverged
+from tandem.train.samples import grid_size
+
+# What must match bitwise between an interrupted-and-resumed run and an uninterrupted one.
+TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "rng", "step")
+
+
+def final(result) -> dict:
+    return checkpoint.load(Path(result.checkpoint))
+
+
+def test_interrupted_and_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(dit_config, states_equal):
+    full = run_training("dit", dit_config(run_name="full"))
+    assert full.status == "completed" and full.step == 6
+
+    first = run_training("dit", dit_config(run_name="resumed", stop_after=3))
+    assert first.status == "stopped" and first.step == 3
+    second = run_training("dit", dit_config(run_name="resumed", resume=True))
+    assert second.status == "completed" and second.step == 6
+
+    a, b = final(full), final(second)
+    for key in TRAINING_STATE:
+        states_equal(a[key], b[key], key)
+    # and the logs of the resumed run read like one run: each step logged once
+    steps = [r["step"] for r in map(json.loads, Path(second.run_dir, "metrics.jsonl").read_text().splitlines())]
+    assert [s for s in steps if s] == [1, 2, 3, 4, 5, 6, 6]  # six steps, then the final record
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint(dit_config, states_equal, capsys):
+    full = run_training("dit", dit_config(run_name="full"))
+    first = run_training("dit", dit_config(run_name="r", stop_after=4, checkpoint_every=2))
+    newest = Path(first.checkpoint)
+    assert newest.name == "step_0000004.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a crash outside our control
+
+    second = run_training("dit", dit_config(run_name="r", resume=True, checkpoint_every=2))
+    out = capsys.readouterr().out
+    assert "step_0000004.pt is unusable" in out and "resuming step_0000002.pt" in out
+    for key in TRAINING_STATE:
+        states_equal(final(full)[key], final(second)[key], key)
+
+
+def test_checkpoints_keep_the_last_k(dit_config):
+    result = run_training("dit", dit_config(checkpoint_every=1, keep_checkpoints=2))
+    names = sorted(p.name for p in Path(result.run_dir, "checkpoints").iterdir())
+    assert names == ["step_0000005.pt", "step_0000006.pt"]
+
+
+def test_run_directory_holds_every_artefact(dit_config):
+    result = run_training("dit", dit_config(run_name="art", steps=4, sample_every=2, samples_per_class=3))
+    run = Path(result.run_dir)
+    assert run.name == "art" and result.status == "completed"
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "dit" and config["config"]["steps"] == 4
+    assert config["device"] == "cpu" and config["torch"] == torch.__version__
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert all({"loss", "lr", "img_per_s", "elapsed_s"} <= r.keys() for r in logged)
+    assert records[-1]["final"] is True
+
+    with Image.open(run / "loss_curve.png") as png:
+        assert png.format == "PNG"
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    with Image.open(run / "samples" / "step_0000004.png") as png:
+        assert png.size == grid_size(rows=10, columns=3, image_size=8)
+    assert result.artifacts["samples"] == str(run / "samples" / "step_0000004.png")
+    assert Path(result.artifacts["loss_curve"]).exists() and Path(result.checkpoint).exists()
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(dit_config, monkeypatch):
+    real_loss, calls = dit_module.flow_matching_loss, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(dit_module, "flow_matching_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 5") as err:
+        run_training("dit", dit_config(run_name="nan", checkpoint_every=2))
+    run = Path(dit_config().runs_dir) / "nan"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002.pt", "step_0000004.pt"]
+    assert err.value.checkpoint == run / "checkpoints" / "step_0000004.pt"
+    state = checkpoint.load(err.value.checkpoint)  # still valid, and finite
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1] == {"step": 5, "diverged": True}
+
+
+def test_nan_between_logs_is_still_caught_before_a_checkpoint(dit_config, monkeypatch):
+    real_loss, calls = dit_module.flow_matching_loss, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("inf") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(dit_module, "flow_matching_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="step 3"):
+        run_training("dit", dit_config(run_name="inf", log_every=100, checkpoint_every=4))
+    assert not list((Path(dit_config().runs_dir) / "inf" / "checkpoints").iterdir())
