@@ -14,6 +14,7 @@ import torch
 
 from tandem.models import DiTConfig, build_classifier, build_dit
 from tandem.train import run_training
+from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.run import RunDir
 
@@ -67,7 +68,7 @@ def _trainer_behaviour(kind: str, device: str) -> dict:
         result = run_training(kind, SHORT_RUNS[kind](runs, device))
         records = RunDir(Path(result.run_dir)).read_metrics()
         losses = [r["loss"] for r in records if "loss" in r and "step" in r]
-        state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+        state = load_checkpoint(Path(result.checkpoint))
         return {"losses": losses, "params_sha256": tensors_digest(state["model"])}
 
 
