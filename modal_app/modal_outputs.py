@@ -1,0 +1,65 @@
+"""Copy what a run produced for people to look at (config, metrics, loss curve, sample grids, not the
+checkpoints) into a local folder: from the runs Volume after a Modal run, from the runs dir after a local one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+WANTED_FILES = ("config.json", "metrics.jsonl", "loss_curve.png")
+WANTED_DIRS = ("samples",)
+
+
+def wanted(relative: str) -> bool:
+    """Whether a path inside a run directory is one we copy."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(part.startswith(".") for part in parts):  # temporaries of atomic writes
+        return False
+    return (len(parts) == 1 and parts[0] in WANTED_FILES) or (len(parts) > 1 and parts[0] in WANTED_DIRS)
+
+
+class DirFiles:
+    """A local runs directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def files(self, run: str) -> list[str]:
+        base = self.root / run
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def read(self, run: str, relative: str) -> bytes:
+        return (self.root / run / relative).read_bytes()
+
+
+class VolumeFiles:
+    """The runs Volume, read through the modal client (paths inside a Volume start at its root)."""
+
+    def __init__(self, volume):
+        self.volume = volume
+
+    def files(self, run: str) -> list[str]:
+        from modal.volume import FileEntryType
+
+        entries = self.volume.listdir(run, recursive=True)
+        paths = [e.path for e in entries if e.type == FileEntryType.FILE]
+        return sorted(PurePosixPath(p).relative_to(run).as_posix() for p in paths)
+
+    def read(self, run: str, relative: str) -> bytes:
+        return b"".join(self.volume.read_file(f"{run}/{relative}"))
+
+
+def copy_outputs(source, run: str, outputs: str | Path) -> list[Path]:
+    """Copy the run's wanted files into <outputs>/<run>/; returns the files written."""
+    dest = Path(outputs) / run
+    written = []
+    for relative in source.files(run):
+        if not wanted(relative):
+            continue
+        path = dest / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(source.read(run, relative))
+        os.replace(tmp, path)
+        written.append(path)
+    return written
