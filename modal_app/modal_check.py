@@ -1,0 +1,78 @@
+"""`tox -e modal`: `tandem check` in a Modal GPU container, compared with the local and Docker fingerprints
+through `tandem check --compare` (which compares GPU sections only between GPUs of the same kind).
+
+    python modal_app/modal_check.py [--gpu H100] [--docker-fingerprint PATH | --no-docker]
+
+The fingerprints land in outputs/fingerprints/: modal-<gpu>.json, local.json, docker.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from modal_login import credentials_source, no_credentials_message
+
+COMMAND = "tox -e modal"
+HERE = Path(__file__).resolve().parent
+
+
+def docker_fingerprint(folder: Path, project_root: Path) -> Path | None:
+    """The compose `check` service's fingerprint, written into `folder`; None without a Docker engine."""
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        print("docker: no engine reachable, so Modal is compared with this machine only (or pass --docker-fingerprint)")
+        return None
+    folder = folder.resolve()
+    subprocess.run(
+        ["docker", "compose", "run", "--rm", "-v", f"{folder}:/fingerprints"]
+        + ["check", "--label", "docker", "--out", "/fingerprints/docker.json"],
+        cwd=project_root,
+        check=True,
+    )
+    return folder / "docker.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", default=None, help="Modal GPU type (default: the settings' modal_gpu)")
+    parser.add_argument("--outputs", default="outputs", help="folder for the fingerprints (under fingerprints/)")
+    docker = parser.add_mutually_exclusive_group()
+    docker.add_argument(
+        "--docker-fingerprint", metavar="JSON", help="use this Docker fingerprint instead of making one"
+    )
+    docker.add_argument("--no-docker", action="store_true", help="compare Modal with this machine only")
+    args = parser.parse_args(argv)
+    if not credentials_source():
+        print(no_credentials_message(COMMAND), file=sys.stderr)
+        return 1
+
+    sys.path.insert(0, str(HERE))
+    import train as target
+    from modal_launch import modal_session, run_check
+
+    from tandem.cli import main as tandem
+
+    folder = Path(args.outputs) / "fingerprints"
+    gpu = args.gpu or target.settings.modal_gpu
+    with modal_session(target, "modal", app_running=False):
+        modal_json = run_check(target, gpu, "modal", target.SHORT_TIMEOUT, folder)
+    local_json = folder / "local.json"
+    if tandem(["check", "--label", "local", "--out", str(local_json)]) != 0:
+        return 1
+    if args.no_docker:
+        docker_json = None
+    else:
+        docker_json = (
+            Path(args.docker_fingerprint)
+            if args.docker_fingerprint
+            else docker_fingerprint(folder, target.project.root)
+        )
+    paths = [local_json, *([docker_json] if docker_json else []), modal_json]
+    return tandem(["check", "--compare", *map(str, paths)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
