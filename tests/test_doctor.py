@@ -2,8 +2,8 @@ import argparse
 
 import pytest
 import torch
-from support import REPO, copy_project, edit
 
+from support import REPO, copy_project, edit
 from tandem import doctor
 from tandem.env.settings import load_project
 

@@ -1,5 +1,4 @@
 from support import REPO
-
 from tandem.check.environment import collect_environment, distributions, source_digest
 from tandem.env.settings import load_project
 

@@ -1,6 +1,6 @@
 import pytest
-from support import copy_project
 
+from support import copy_project
 from tandem.env.settings import load_project
 
 

@@ -2,8 +2,8 @@ import shutil
 import subprocess
 
 import pytest
-from support import edit
 
+from support import edit
 from tandem.env.compose import GPU_SERVICES, SERVICES, render_compose, render_compose_cpu
 from tandem.env.settings import load_project
 

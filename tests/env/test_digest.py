@@ -1,5 +1,4 @@
 from support import edit
-
 from tandem.env.digest import DIGEST_VAR, env_digest, image_env, stale_image_warning
 from tandem.env.settings import load_project
 

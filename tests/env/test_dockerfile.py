@@ -1,6 +1,6 @@
 import dockerfile
-from support import REPO, edit
 
+from support import REPO, edit
 from tandem.env.dockerfile import render
 from tandem.env.settings import load_project
 

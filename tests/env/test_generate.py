@@ -1,6 +1,6 @@
 import pytest
-from support import REPO, edit
 
+from support import REPO, edit
 from tandem.env.generate import staleness_diff, write_generated
 from tandem.env.settings import load_project
 from tandem.errors import UsageError

@@ -1,6 +1,6 @@
 import pytest
-from support import REPO
 
+from support import REPO
 from tandem.env.lockfile import read_lock
 from tandem.errors import UsageError
 

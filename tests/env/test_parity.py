@@ -2,8 +2,8 @@ import argparse
 import dataclasses
 
 import pytest
-from support import edit
 
+from support import edit
 from tandem.env.commands import parity_command
 from tandem.env.generate import write_generated
 from tandem.env.modal_image import build_modal_image

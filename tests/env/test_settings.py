@@ -1,6 +1,6 @@
 import pytest
-from support import REPO
 
+from support import REPO
 from tandem.env.settings import load_project, parse_settings
 from tandem.errors import UsageError
 
