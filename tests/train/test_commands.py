@@ -1,0 +1,125 @@
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tandem.cli import main
+from tandem.train import run_training
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig, config_to_argv
+from tandem.train.samples import grid_size
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root with a hash of its bytes: to prove a command wrote nothing."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture
+def fast_flags(dit_config, classifier_config):
+    """The fast test settings as flags: every field of the config, as Docker or Modal would pass them."""
+
+    def make(kind: str = "dit", **overrides) -> list[str]:
+        config = dit_config(**overrides) if kind == "dit" else classifier_config(**overrides)
+        return config_to_argv(config)
+
+    return make
+
+
+@pytest.fixture
+def existing_run(dit_config):
+    """A finished DiT run named 'old' (patch size 4) with its checkpoint."""
+    return run_training("dit", dit_config(run_name="old", steps=1))
+
+
+BAD_INPUT = [
+    # (argv after `tandem`, text the one-line error must contain)
+    (["train", "dit", "--dataset", "nope"], "--dataset"),
+    (["train", "classifier", "--arch", "vgg"], "--arch"),
+    (["train", "dit", "--steps", "0"], "--steps"),
+    (["train", "dit", "--steps", "-5"], "--steps"),
+    (["train", "classifier", "--epochs", "0"], "--epochs"),
+    (["train", "dit", "--batch-size", "5000"], "--batch-size"),
+    (["train", "classifier", "--batch-size", "5000"], "--batch-size"),
+    (["train", "dit", "--image-size", "10", "--patch-size", "4"], "--patch-size"),
+    (["train", "dit", "--patch-size", "3"], "--patch-size"),  # digits are 8x8
+    (["train", "dit", "--device", "cuda"], "--device"),
+    (["train", "dit", "--resume", "--runs-dir", "{empty}"], "--resume"),
+    (["train", "dit", "--resume", "--run-name", "never"], "--resume"),
+    (["train", "dit", "--resume", "--run-name", "old", "--patch-size", "2"], "step_0000001.pt"),
+    (["train", "dit", "--resume", "--run-name", "old", "--size", "S"], "--size"),
+    (["train", "classifier", "--resume", "--run-name", "old"], "dit checkpoint"),
+    (["train", "dit", "--run-name", "old"], "--resume"),
+    (["train", "dit", "--classifier-checkpoint", "missing.pt"], "--classifier-checkpoint"),
+    (["train", "dit", "--classifier-checkpoint", "{old_checkpoint}"], "--classifier-checkpoint"),
+    (["train", "dit", "--dataset", "imagefolder"], "--folder"),
+    (["sample", "--checkpoint", "missing.pt"], "--checkpoint"),
+    (["sample", "--run", "{runs_dir}"], "--run"),
+    (["sample", "--run", "{old_run}", "--per-class", "0"], "--per-class"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    argv, expected, fast_flags, runs_dir, tmp_path, request, capsys
+):
+    values = {"runs_dir": runs_dir, "empty": tmp_path / "empty"}
+    if any("old" in a for a in argv):
+        existing = request.getfixturevalue("existing_run")
+        values.update(old_checkpoint=existing.checkpoint, old_run=existing.run_dir)
+    argv = [a.format(**values) for a in argv]
+    if argv[0] == "train":  # the fast settings first: the case's own flags come later and win
+        argv = argv[:2] + fast_flags(argv[1]) + argv[2:]
+    before = snapshot(runs_dir)
+    capsys.readouterr()
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert snapshot(runs_dir) == before
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["train", "dit", "--steps", "many"], "--steps"),
+        (["train", "dit", "--solver", "rk4"], "--solver"),
+        (["sample"], "--checkpoint"),
+    ],
+)
+def test_argparse_errors_exit_2_naming_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind, cls", [("dit", DiTTrainConfig), ("classifier", ClassifierTrainConfig)])
+def test_train_help_lists_every_config_field(kind, cls, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", kind, "--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(cls):
+        assert "--" + f.name.replace("_", "-") in text
+
+
+def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path, capsys):
+    assert main(["train", "dit", *fast_flags(run_name="cli", steps=2)]) == 0
+    run = runs_dir / "cli"
+    assert (run / "checkpoints" / "step_0000002.pt").exists()
+
+    assert main(["sample", "--run", str(run), "--per-class", "3", "--steps", "2", "--device", "cpu"]) == 0
+    with Image.open(run / "samples" / "sample_step_0000002.png") as png:
+        assert png.size == grid_size(rows=10, columns=3, image_size=8)
+
+    out = tmp_path / "elsewhere" / "grid.png"
+    checkpoint_path = run / "checkpoints" / "step_0000002.pt"
+    argv = ["sample", "--checkpoint", str(checkpoint_path), "--solver", "heun", "--cfg-scale", "1", "--no-ema"]
+    assert main([*argv, "--per-class", "1", "--out", str(out), "--device", "cpu"]) == 0
+    with Image.open(out) as png:
+        assert png.size == grid_size(rows=10, columns=1, image_size=8)
+    assert str(out) in capsys.readouterr().out
