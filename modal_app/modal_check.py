@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modal_login import credentials_source, no_credentials_message
+import modal_login
 
 COMMAND = "tox -e modal"
 HERE = Path(__file__).resolve().parent
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     docker.add_argument("--no-docker", action="store_true", help="compare Modal with this machine only")
     args = parser.parse_args(argv)
-    if not credentials_source():
-        print(no_credentials_message(COMMAND), file=sys.stderr)
+    if not modal_login.credentials_source():
+        print(modal_login.no_credentials_message(COMMAND), file=sys.stderr)
         return 1
 
     sys.path.insert(0, str(HERE))

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import modal
+import modal_login
 from modal_flags import MAX_GPUS, MAX_TIMEOUT, build_parser, subparser
-from modal_login import LOGIN, credentials_source
 from modal_outputs import DirFiles, VolumeFiles, copy_outputs
 
 from tandem.cli import build_parser as tandem_parser
@@ -53,9 +53,9 @@ def choose_target(local: bool, app_running: bool) -> tuple[str, str]:
         return "local", "--local was given"
     if app_running:
         return "modal", "started by `modal run`"
-    if source := credentials_source():
+    if source := modal_login.credentials_source():
         return "modal", f"Modal credentials found: {source}"
-    return "local", f"no Modal credentials; to use Modal, {LOGIN}"
+    return "local", f"no Modal credentials; to use Modal, {modal_login.LOGIN}"
 
 
 def check_target_flags(args) -> None:
@@ -78,8 +78,13 @@ def modal_session(target, where: str, app_running: bool):
 def on_target(function, where: str, gpu: str, gpus: int, timeout: int):
     """`.remote` of the Function with this call's GPU and timeout, or `.local`: its body, run here."""
     if where == "modal":
-        return function.with_options(gpu=gpu if gpus == 1 else f"{gpu}:{gpus}", timeout=timeout).remote
+        return with_resources(function, gpu, gpus, timeout).remote
     return function.local
+
+
+def with_resources(function, gpu: str, gpus: int, timeout: int):
+    """The Function on `gpus` GPUs of type `gpu` (Modal's "TYPE:COUNT"), stopped after `timeout` seconds."""
+    return function.with_options(gpu=gpu if gpus == 1 else f"{gpu}:{gpus}", timeout=timeout)
 
 
 @contextmanager

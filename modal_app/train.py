@@ -72,14 +72,20 @@ def train_dit(config: dict, gpus: int = 1) -> dict:
 
 
 @app.function(**GPU_FUNCTION, timeout=SHORT_TIMEOUT)
-def sample(argv: list[str]) -> int:
-    """`tandem sample ARGV`; the grid lands in the run's samples/."""
-    from tandem.cli import main
+def sample(options: dict) -> dict:
+    """`tandem sample` with these parsed options (its flags' dests); the grid lands in the run's samples/."""
+    from argparse import Namespace
+
+    from tandem.errors import UsageError
+    from tandem.train.commands import sample_command
 
     try:
-        return main(["sample", *argv])
+        sample_command(Namespace(**options))
+    except UsageError as exc:  # retrying cannot help
+        return {"status": "error", "message": str(exc)}
     finally:
         commit_volumes()
+    return {"status": "completed"}
 
 
 @app.function(**GPU_FUNCTION, timeout=SHORT_TIMEOUT)
