@@ -25,10 +25,13 @@ from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, config_from_args, default_runs_dir, validate
 
 PROG = "modal_app/train.py"
+DEFAULT_COMMAND = "dit"
 
 
 def launch(target, argv: list[str], app_running: bool) -> int:
     s = target.settings
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = [DEFAULT_COMMAND, *argv]  # `modal run modal_app/train.py [--steps N]` trains the DiT
     args = build_parser(s.modal_gpu, target.TRAIN_TIMEOUT, target.SHORT_TIMEOUT).parse_args(argv)
     where, why = choose_target(args.local, app_running)
     print(f"target: {'Modal, ' + args.gpu if where == 'modal' else 'this machine'} ({why})")
