@@ -38,7 +38,8 @@ COMMIT_INTERVAL = 5.0  # seconds between looks for a new checkpoint to commit
 def project_root() -> Path:
     # Here this file sits in <project>/modal_app/; in the container it is /root/train.py and the
     # project lives at the settings' workdir, which the image names in TANDEM_PROJECT_DIR.
-    return Path(__file__).resolve().parents[1] if modal.is_local() else default_root()
+    beside = Path(__file__).resolve().parents[1]
+    return beside if (beside / "pyproject.toml").is_file() else default_root()
 
 
 project = load_project(project_root())

@@ -79,3 +79,14 @@ def no_credentials(monkeypatch):
     monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
     original = modal_login.credentials_source
     monkeypatch.setattr(modal_login, "credentials_source", lambda environ=None, get=None: original({}, lambda k: None))
+
+
+@pytest.fixture(scope="session")
+def checked(target, tmp_path_factory):
+    """The check Function's body run once here: (its runs dir, the fingerprint it returned)."""
+    import warnings
+
+    runs = tmp_path_factory.mktemp("check-runs")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*executing locally")
+        return runs, target.check.local("modal-test", str(runs))

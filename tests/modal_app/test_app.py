@@ -107,3 +107,25 @@ def test_torchrun_command_reproduces_the_config(target):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, DiTTrainConfig)
     assert config_from_args(DiTTrainConfig, parser.parse_args(command[10:])) == config
+
+
+def test_in_the_container_the_project_is_found_at_the_image_workdir(tmp_path, monkeypatch):
+    """Modal imports the file alone (as /root/train.py); the project sits where TANDEM_PROJECT_DIR says."""
+    import importlib.util
+    import shutil
+
+    alone, workdir = tmp_path / "root", tmp_path / "app"
+    alone.mkdir()
+    shutil.copy(REPO / "modal_app" / "train.py", alone / "train.py")
+    for name in ("pyproject.toml", "requirements-modal.txt"):
+        (workdir / name).parent.mkdir(exist_ok=True)
+        shutil.copy(REPO / name, workdir / name)
+    shutil.copytree(REPO / "src", workdir / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("TANDEM_PROJECT_DIR", str(workdir))
+    spec = importlib.util.spec_from_file_location("train_in_container", alone / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.project.root == workdir
+    assert [layer.commands for layer in modal_layers(module.image)] == [
+        layer.commands for layer in modal_layers(build_modal_image(load_project(REPO)))
+    ]

@@ -77,14 +77,13 @@ def test_sample_function_is_tandem_sample(target, dit_run, dirs, capsys):
     assert "no usable checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.filterwarnings("ignore:.*executing locally")
-def test_check_function_writes_the_fingerprint_tandem_check_writes(target, dirs):
-    fingerprint = target.check.local("modal-test", str(dirs["runs"]))
-    saved = json.loads((dirs["runs"] / "fingerprints" / "modal-test.json").read_text())
+def test_check_function_writes_the_fingerprint_tandem_check_writes(checked):
+    runs, fingerprint = checked
+    saved = json.loads((runs / "fingerprints" / "modal-test.json").read_text())
     assert saved == fingerprint
     assert fingerprint["label"] == "modal-test"
     assert {"environment", "cpu", "gpu"} <= set(fingerprint)
-    assert tandem(["check", "--compare", *[str(dirs["runs"] / "fingerprints" / "modal-test.json")] * 2]) == 0
+    assert tandem(["check", "--compare", *[str(runs / "fingerprints" / "modal-test.json")] * 2]) == 0
 
 
 def _run(path: Path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 from modal_login import credentials_source, no_credentials_message
 
@@ -57,3 +60,32 @@ def test_with_credentials_the_entrypoint_goes_to_modal(monkeypatch):
         "modal",
         "Modal credentials found: MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set",
     )
+
+
+def test_tox_modal_compares_modal_with_local_and_docker(target, checked, monkeypatch, tmp_path, capsys):
+    """The orchestration, with the Modal call and the Docker run replaced by the fingerprint made here."""
+    import json
+
+    import modal_check
+    import modal_launch
+    import modal_login
+
+    import tandem.check.fingerprint as fingerprints
+
+    _, fingerprint = checked
+    folder = tmp_path / "fingerprints"
+
+    def save(label: str) -> Path:
+        path = folder / f"{label}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**fingerprint, "label": label}))
+        return path
+
+    monkeypatch.setattr(modal_login, "credentials_source", lambda: "a token")
+    monkeypatch.setattr(modal_launch, "modal_session", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(modal_launch, "run_check", lambda t, gpu, where, timeout, f: save(f"{where}-{gpu}"))
+    monkeypatch.setattr(fingerprints, "collect_fingerprint", lambda label, gpu: {**fingerprint, "label": label})
+    monkeypatch.setattr(modal_check, "docker_fingerprint", lambda f, root: save("docker"))
+    assert modal_check.main(["--outputs", str(tmp_path), "--gpu", "L4"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["docker.json", "local.json", "modal-L4.json"]
+    assert "across local, docker, modal-L4" in capsys.readouterr().out
