@@ -34,7 +34,8 @@ def launch(target, argv: list[str], app_running: bool) -> int:
         argv = [DEFAULT_COMMAND, *argv]  # `modal run modal_app/train.py [--steps N]` trains the DiT
     args = build_parser(s.modal_gpu, target.TRAIN_TIMEOUT, target.SHORT_TIMEOUT).parse_args(argv)
     where, why = choose_target(args.local, app_running)
-    print(f"target: {'Modal, ' + args.gpu if where == 'modal' else 'this machine'} ({why})")
+    gpus = f"{args.gpus} x {args.gpu}" if args.gpus > 1 else args.gpu
+    print(f"target: {'Modal, ' + gpus if where == 'modal' else 'this machine'} ({why})")
     try:
         check_target_flags(args)
         with modal_session(target, where, app_running):
@@ -112,12 +113,24 @@ def training_config(target, args, where: str):
     kind = args.command
     config = config_from_args(CONFIGS[kind], args)
     if where == "modal":
-        config = dataclasses.replace(config, data_dir=target.settings.data_dir, runs_dir=target.settings.runs_dir)
+        config = dataclasses.replace(
+            config,
+            data_dir=target.settings.data_dir,
+            runs_dir=target.settings.runs_dir,
+            classifier_checkpoint=in_runs_volume(target, config.classifier_checkpoint),
+        )
     if not config.run_name and not config.resume:
         config = dataclasses.replace(config, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Every flag is checked before a container starts; a checkpoint named for Modal lives in its Volume.
     validate(dataclasses.replace(config, classifier_checkpoint="") if where == "modal" else config)
     return config
+
+
+def in_runs_volume(target, path: str) -> str:
+    """A checkpoint path given for Modal: relative to the runs Volume (absolute ones are taken as they are)."""
+    if not path or path.startswith("/"):
+        return path
+    return f"{target.settings.runs_dir}/{PurePosixPath(path).as_posix()}"
 
 
 def train(target, args, where: str) -> int:
@@ -172,7 +185,7 @@ def sample(target, args, where: str) -> int:
         if options["run"]:
             options["run"] = f"{runs_dir}/{PurePosixPath(options['run']).name}"
         else:
-            options["checkpoint"] = f"{runs_dir}/{PurePosixPath(options['checkpoint']).as_posix().lstrip('/')}"
+            options["checkpoint"] = in_runs_volume(target, options["checkpoint"])
     run_path = Path(options["run"]) if options["run"] else Path(options["checkpoint"]).parent.parent
     call = on_target(target.sample, where, args.gpu, 1, args.timeout)
     with quiet_local_volumes(where):

@@ -145,10 +145,14 @@ def resume_if_started(kind: str, config):
     from tandem.train.run import RunDir
 
     if not config.run_name:
-        if not config.resume:
-            return config
-        # --resume without a name: pin the run now, so torchrun's ranks and a retry agree on it.
-        config = dataclasses.replace(config, run_name=RunDir.to_resume(config.runs_dir, kind, "").name)
+        # Pin the run now, so torchrun's ranks, the Volume commits and a retry agree on it (the entrypoint
+        # names every new run; a new name here serves other callers).
+        name = (
+            RunDir.to_resume(config.runs_dir, kind, "").name
+            if config.resume
+            else RunDir.new_path(config.runs_dir, kind, "").name
+        )
+        config = dataclasses.replace(config, run_name=name)
     run_dir = Path(config.runs_dir) / config.run_name
     if CheckpointDir(run_dir / "checkpoints").existing():
         if not config.resume:

@@ -53,6 +53,10 @@ def test_on_modal_the_run_uses_the_volumes_and_a_fixed_name(target, dirs):
     config = training_config(target, parser.parse_args(["dit", "--steps", "5"]), "modal")
     assert (config.data_dir, config.runs_dir) == (target.settings.data_dir, target.settings.runs_dir)
     assert config.run_name.startswith("dit-")  # chosen here, so a retried call finds the same run
+    judged = training_config(
+        target, parser.parse_args(["dit", "--classifier-checkpoint", "c/checkpoints/s.pt"]), "modal"
+    )
+    assert judged.classifier_checkpoint == f"{target.settings.runs_dir}/c/checkpoints/s.pt"
     local = training_config(target, parser.parse_args(["dit", "--run-name", "mine"]), "local")
     assert (local.data_dir, local.runs_dir, local.run_name) == (str(dirs["data"]), str(dirs["runs"]), "mine")
 
@@ -72,3 +76,24 @@ def test_bad_flags_fail_in_one_line_before_anything_runs(target, dirs, capsys, w
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not dirs["runs"].exists()
+
+
+def test_on_modal_sample_names_runs_and_checkpoints_in_the_runs_volume(target, dirs, monkeypatch):
+    import modal_launch
+    from modal_outputs import DirFiles
+
+    calls = []
+    monkeypatch.setattr(modal_launch, "on_target", lambda f, where, *a: lambda o: calls.append(o) or {"status": "ok"})
+    monkeypatch.setattr(modal_launch, "source", lambda *a: DirFiles(dirs["runs"]))
+    runs = target.settings.runs_dir
+    assert (
+        modal_launch.sample(target, build_parser("H100", 1, 1).parse_args(["sample", "--run", "runs/d-1"]), "modal")
+        == 0
+    )
+    args = build_parser("H100", 1, 1).parse_args(["sample", "--checkpoint", "d-1/checkpoints/step_1.pt"])
+    assert modal_launch.sample(target, args, "modal") == 0
+    assert (calls[0]["run"], calls[1]["checkpoint"]) == (f"{runs}/d-1", f"{runs}/d-1/checkpoints/step_1.pt")
+    with pytest.raises(modal_launch.UsageError, match="--out writes on this machine only"):
+        modal_launch.sample(
+            target, build_parser("H100", 1, 1).parse_args(["sample", "--run", "d", "--out", "x.png"]), "modal"
+        )
