@@ -12,6 +12,7 @@ Stdlib only: it runs with the host's python3 before any project environment exis
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import os
 import platform
@@ -161,13 +162,20 @@ def check_python(settings: Settings) -> None:
         sys.exit(f"build-standins: {settings.suite} ships Python {got}, settings want {settings.python}")
 
 
+def pip_command(scratch: Path) -> list[str]:
+    """This interpreter's pip, or a throwaway venv's where it has none (uv-made venvs, as under tox)."""
+    if importlib.util.find_spec("pip"):
+        return [sys.executable, "-m", "pip"]
+    venv = scratch / "pip-venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    return [str(venv / "bin" / "python"), "-m", "pip"]
+
+
 def build_uv(settings: Settings) -> None:
     log(f"uv wheel {settings.uv_version} -> {settings.uv_image}")
     with tempfile.TemporaryDirectory(prefix="tandem-uv-") as tmp:
         run(
-            sys.executable,
-            "-m",
-            "pip",
+            *pip_command(Path(tmp)),
             "download",
             "-q",
             "--no-deps",
