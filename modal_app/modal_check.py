@@ -26,12 +26,13 @@ def docker_fingerprint(folder: Path, project_root: Path) -> Path | None:
         print("docker: no engine reachable, so Modal is compared with this machine only (or pass --docker-fingerprint)")
         return None
     folder = folder.resolve()
-    subprocess.run(
-        ["docker", "compose", "run", "--rm", "-v", f"{folder}:/fingerprints"]
-        + ["check", "--label", "docker", "--out", "/fingerprints/docker.json"],
-        cwd=project_root,
-        check=True,
-    )
+    folder.mkdir(parents=True, exist_ok=True)
+    command = ["docker", "compose", "run", "--rm", "-v", f"{folder}:/fingerprints"]
+    command += ["check", "--label", "docker", "--out", "/fingerprints/docker.json"]
+    if subprocess.run(command, cwd=project_root).returncode != 0:
+        raise SystemExit(
+            f"{COMMAND}: `docker compose run check` failed; fix it, or pass --no-docker to leave Docker out"
+        )
     return folder / "docker.json"
 
 
