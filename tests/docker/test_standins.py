@@ -69,5 +69,5 @@ def test_standins_build_with_apt_and_https(buildkit_build, docker_client, standi
     )
     args = [f"--build-arg={k}={v}" for k, v in standin_build_args.items()]
     tag = "tandem-test/standin-smoke:latest"
-    buildkit_build("--no-cache", "-t", tag, *args, context=tmp_path)
+    buildkit_build("-t", tag, *args, context=tmp_path)
     docker_client.images.remove(tag)
