@@ -7,8 +7,8 @@ import json
 
 import pytest
 from packaging.markers import Marker
-from support import REPO
 
+from support import REPO
 from tandem.env.lockfile import read_lock
 from tandem.env.settings import load_project
 

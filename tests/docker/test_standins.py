@@ -6,8 +6,8 @@ import io
 import tarfile
 
 import pytest
-from support import REPO
 
+from support import REPO
 from tandem.env.settings import load_project
 
 
