@@ -67,6 +67,18 @@ def test_version_drift_and_lock_mismatch():
     assert bad_fields(fingerprint(), b) == ["package torch"]
 
 
+def test_python_patch_may_differ_locally_but_not_between_images():
+    local, docker, twin = fingerprint("local"), fingerprint("docker"), fingerprint("twin")
+    for fp, patch in ((docker, "3.11.2"), (twin, "3.11.2")):
+        fp["environment"]["python"] = patch
+        fp["environment"]["image_digest"] = fp["environment"]["settings_digest"]
+    assert [r.field for r in compare_fingerprints([local, docker, twin]) if not r.ok] == []
+    twin["environment"]["python"] = "3.11.9"
+    assert [r.field for r in compare_fingerprints([local, docker, twin]) if not r.ok] == ["python patch (images)"]
+    twin["environment"]["python"] = "3.12.1"
+    assert "python minor" in [r.field for r in compare_fingerprints([local, docker, twin]) if not r.ok]
+
+
 def test_stale_image_is_flagged():
     b = fingerprint("docker")
     b["environment"]["image_digest"] = "sha256:older"

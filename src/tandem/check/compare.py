@@ -29,7 +29,13 @@ class Row:
 
 def compare_fingerprints(fingerprints: list[dict]) -> list[Row]:
     envs = [fp["environment"] for fp in fingerprints]
-    rows = [_same(name, [e.get(name) for e in envs]) for name in ("python", "implementation", "platform")]
+    # The settings pin the Python minor; the patch release comes with the base image, so it must match
+    # between images (same base) but a local interpreter may be any patch of that minor.
+    rows = [_same("python minor", [".".join(e["python"].split(".")[:2]) for e in envs])]
+    images = [e for e in envs if e["image_digest"] is not None]
+    patches = [e["python"] if e["image_digest"] is not None else "(local)" for e in envs]
+    rows.append(Row("python patch (images)", patches, len({e["python"] for e in images}) <= 1))
+    rows += [_same(name, [e.get(name) for e in envs]) for name in ("implementation", "platform")]
 
     locked = sorted({name for e in envs for name in e["distributions"]["locked"]})
     for name in locked:
