@@ -75,6 +75,7 @@ def test_deterministic_mode_sets_the_flags(monkeypatch):
         torch.set_float32_matmul_precision("highest")
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_autocast_is_bf16_on_cuda_only():
     with dev.autocast(torch.device("cpu")):
         assert not torch.is_autocast_enabled("cpu")

@@ -1,0 +1,55 @@
+"""Quality bars on digits. The slow tests train with the defaults (what `tandem train` does with no
+flags); the short ones run in CI with fewer steps and lower bars."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tandem.cli import main
+from tandem.train import run_training
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+
+SHORT_CLASSIFIER = dict(width=16, epochs=5)
+SHORT_DIT = dict(
+    patch_size=4, batch_size=64, steps=250, warmup_steps=20, lr=2e-3, ema_decay=0.98, sample_steps=8, solver="euler"
+)
+
+
+@pytest.fixture(scope="module")
+def short_classifier(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return run_training("classifier", ClassifierTrainConfig(runs_dir=str(runs), device="cpu", **SHORT_CLASSIFIER))
+
+
+def test_short_classifier_run(short_classifier):
+    assert short_classifier.metrics["test_acc"] >= 0.95
+
+
+def test_short_dit_run_makes_recognisable_digits(short_classifier, tmp_path):
+    config = DiTTrainConfig(
+        runs_dir=str(tmp_path), device="cpu", classifier_checkpoint=short_classifier.checkpoint, **SHORT_DIT
+    )
+    metrics = run_training("dit", config).metrics
+    assert metrics["sample_acc"] >= 0.85, metrics
+    assert metrics["fd"] <= 6 * metrics["fd_floor"], metrics
+
+
+def final_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_default_runs_meet_the_quality_bars(tmp_path):
+    """`tandem train classifier` then `tandem train dit --classifier-checkpoint ...`, defaults otherwise."""
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    assert main(["train", "classifier", *dirs, "--run-name", "classifier"]) == 0
+    classifier = final_metrics(tmp_path / "runs" / "classifier")
+    assert classifier["test_acc"] >= 0.98, classifier
+
+    judge = sorted((tmp_path / "runs" / "classifier" / "checkpoints").glob("step_*.pt"))[-1]
+    assert main(["train", "dit", *dirs, "--run-name", "dit", "--classifier-checkpoint", str(judge)]) == 0
+    dit = final_metrics(tmp_path / "runs" / "dit")
+    assert dit["sample_acc"] >= 0.97, dit
+    assert dit["fd"] <= 3 * dit["fd_floor"], dit
+    assert list((tmp_path / "runs" / "dit" / "samples").glob("step_*.png"))
