@@ -89,7 +89,7 @@ class ClassifierTrainConfig(TrainConfig):
 
     arch: str = setting("airbench", help="classifier architecture: airbench or resnet18")
     width: int = setting(0, help="airbench base width (blocks use w, 4w, 4w); 0: the architecture's default")
-    epochs: int = setting(40, help="passes over the training set")
+    epochs: int = setting(15, help="passes over the training set")
     batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
     lr: float = setting(0.1, help="peak learning rate")
     momentum: float = setting(0.9, help="SGD Nesterov momentum")
@@ -109,20 +109,23 @@ class DiTTrainConfig(TrainConfig):
     """Class-conditional DiT trained by flow matching, sampled with an ODE solver from its EMA weights."""
 
     size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL")
-    patch_size: int = setting(2, help="patch size in pixels; must divide the image size")
+    patch_size: int = setting(4, help="patch size in pixels; must divide the image size")
     class_dropout: float = setting(0.1, help="probability of dropping the label (trains classifier-free guidance)")
-    steps: int = setting(2000, help="optimizer steps")
-    lr: float = setting(1e-3, help="peak learning rate")
+    steps: int = setting(400, help="optimizer steps")
+    batch_size: int = setting(64, help="global batch size (split evenly across distributed ranks)")
+    lr: float = setting(2e-3, help="peak learning rate")
+    warmup_steps: int = setting(20, help="linear learning-rate warmup steps")
     weight_decay: float = setting(0.0, help="AdamW weight decay")
-    ema_decay: float = setting(0.999, help="decay of the exponential moving average of the weights")
+    ema_decay: float = setting(0.99, help="decay of the exponential moving average of the weights")
     timestep_schedule: str = setting(
         "logit-normal", help="distribution of training timesteps", choices=TIMESTEP_SCHEDULES
     )
-    sample_every: int = setting(500, help="save a sample grid every this many steps (0: only at the end)")
+    checkpoint_every: int = setting(100, help="write a checkpoint every this many steps (0: only at the end)")
+    sample_every: int = setting(100, help="save a sample grid every this many steps (0: only at the end)")
     samples_per_class: int = setting(8, help="columns of the sample grid (one row per class)")
-    sample_steps: int = setting(32, help="ODE solver steps when sampling")
+    sample_steps: int = setting(16, help="ODE solver steps when sampling")
     solver: str = setting("heun", help="ODE solver for sampling", choices=SOLVERS)
-    cfg_scale: float = setting(2.0, help="classifier-free guidance scale (1: no guidance)")
+    cfg_scale: float = setting(1.5, help="classifier-free guidance scale (1: no guidance)")
     classifier_checkpoint: str = setting(
         "", help="a classifier checkpoint of the same dataset: report sample accuracy and Frechet distance"
     )
