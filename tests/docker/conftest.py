@@ -3,9 +3,13 @@ env sets it), and there a missing engine is an error, not a skip."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shutil
 import subprocess
-from pathlib import Path
+import tarfile
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -13,6 +17,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TESTING = REPO / "docker" / "testing"
 CA_BUNDLE = Path(os.environ.get("TANDEM_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
+# One compose project for every test, so its volumes are the tests' own and go away at the end.
+COMPOSE_PROJECT = "tandem-test"
+COMPOSE_FILES = ("compose.yaml", "compose.cpu.yaml")  # no GPU runtime on test machines
+RUNS_VOLUME = f"{COMPOSE_PROJECT}_runs"
+# What `docker build` needs of the project; the rest of the repo stays out of context copies.
+CONTEXT_FILES = ("pyproject.toml", "requirements-modal.txt", ".dockerignore", "docker/Dockerfile")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -72,3 +82,169 @@ def buildkit_build(docker_engine):
         return proc
 
     return build
+
+
+@pytest.fixture(scope="session")
+def compose_env(standin_build_args) -> dict[str, str]:
+    """The environment compose.yaml reads: the stand-in base images and, when there is one, the CA bundle."""
+    env = dict(os.environ) | {f"TANDEM_{key}": value for key, value in standin_build_args.items()}
+    if CA_BUNDLE.is_file():
+        env["TANDEM_CA_BUNDLE"] = str(CA_BUNDLE)
+    return env
+
+
+@pytest.fixture(scope="session")
+def compose(compose_env):
+    """Runs `docker compose -p tandem-test -f compose.yaml -f compose.cpu.yaml [-f EXTRA...] ARGS` in the repo."""
+
+    def run(*args: str, files: tuple[Path, ...] = (), check: bool = True) -> subprocess.CompletedProcess:
+        cmd = ["docker", "compose", "-p", COMPOSE_PROJECT]
+        for name in (*COMPOSE_FILES, *map(str, files)):
+            cmd += ["-f", name]
+        proc = subprocess.run([*cmd, *args], cwd=REPO, env=compose_env, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+            pytest.fail(f"docker compose {' '.join(args)} failed ({proc.returncode}):\n{tail}", pytrace=False)
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def compose_image(compose, docker_client) -> str:
+    """`docker compose build`, once per session, with fresh volumes; the image every service runs."""
+    compose("down", "--volumes", "--remove-orphans")
+    compose("build")
+    yield "tandem:local"
+    compose("down", "--volumes", "--remove-orphans")
+
+
+@pytest.fixture(scope="session")
+def runs_volume(docker_client, standin_build_args, compose_image):
+    """Copies a path out of the compose runs volume: fetch("fingerprints/docker.json", dest_dir) -> local path."""
+
+    def fetch(path: str, dest: Path) -> Path:
+        return copy_out(
+            docker_client, standin_build_args["PYTHON_IMAGE"], f"/runs/{path}", dest, {RUNS_VOLUME: "/runs"}
+        )
+
+    return fetch
+
+
+def copy_out(client, image: str, path: str, dest: Path, volumes: dict[str, str] | None = None) -> Path:
+    """A file or folder from a throwaway container of `image` (volumes: name -> mount point), into dest."""
+    binds = {name: {"bind": where, "mode": "ro"} for name, where in (volumes or {}).items()}
+    container = client.containers.create(image, volumes=binds)
+    try:
+        return copy_from_container(container, path, dest)
+    finally:
+        container.remove()
+
+
+def copy_from_container(container, path: str, dest: Path) -> Path:
+    stream, _ = container.get_archive(path)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tf:
+        tf.extractall(dest, filter="data")
+    return dest / PurePosixPath(path).name
+
+
+@pytest.fixture(scope="session")
+def run_for_file(docker_client):
+    """Runs `command` in a container of `image` and copies `path` out of it: the container is removed after."""
+
+    def run(image: str, command: list[str], path: str, dest: Path, **kwargs) -> Path:
+        container = docker_client.containers.create(image, command, **kwargs)
+        try:
+            container.start()
+            status = container.wait()["StatusCode"]
+            if status != 0:
+                logs = container.logs().decode(errors="replace").splitlines()[-30:]
+                pytest.fail(f"{image} {' '.join(command)} exited {status}:\n" + "\n".join(logs), pytrace=False)
+            return copy_from_container(container, path, dest)
+        finally:
+            container.remove(force=True)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def fingerprint_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fingerprints")
+
+
+def image_env_file() -> dict[str, str]:
+    lines = (REPO / "docker" / "image.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+@pytest.fixture(scope="session")
+def local_fingerprint(fingerprint_dir) -> Path:
+    """This process's environment's fingerprint, as local runs see it: with the variables tox sets from
+    docker/image.env, and without tox's random PYTHONHASHSEED, which belongs to the test runner (it picks
+    a new one per invocation) and not to the environment under test."""
+    from tandem.cli import main as tandem
+
+    out = fingerprint_dir / "local.json"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in image_env_file().items():
+            mp.setenv(key, value)
+        mp.delenv("PYTHONHASHSEED", raising=False)
+        assert tandem(["check", "--label", "local", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def docker_fingerprint(compose, runs_volume, fingerprint_dir) -> Path:
+    """`docker compose run --rm check`: the service's own command writes /runs/fingerprints/docker.json."""
+    compose("run", "--rm", "check")
+    return runs_volume("fingerprints/docker.json", fingerprint_dir)
+
+
+@pytest.fixture(scope="session")
+def compare():
+    """`tandem check --compare PATHS...` -> (exit code, what it printed)."""
+    from tandem.cli import main as tandem
+
+    def run(*paths: Path) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = tandem(["check", "--compare", *map(str, paths)])
+        return code, out.getvalue()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def differing_fields():
+    """The fields `tandem check --compare` finds different between fingerprint files."""
+    import json
+
+    from tandem.check.compare import compare_fingerprints
+
+    def fields(*paths: Path) -> list[str]:
+        rows = compare_fingerprints([json.loads(p.read_text()) for p in paths])
+        return [row.field for row in rows if not row.ok]
+
+    return fields
+
+
+@pytest.fixture
+def context_copy(tmp_path) -> Path:
+    """A copy of what `docker build` reads from the project (src/ without caches), to plant things in."""
+    dest = tmp_path / "context"
+    for name in CONTEXT_FILES:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def remove_images(docker_client):
+    """Tags registered here are removed at the end of the session: throwaway images don't pile up."""
+    tags: list[str] = []
+    yield tags.append
+    for tag in tags:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(tag, noprune=False)

@@ -1,0 +1,66 @@
+"""compose.yaml for real (CPU override, stand-in base images): the image builds, `check` in it matches this
+machine's fingerprint, and both trainers leave their outputs in the runs volume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from support import REPO
+from tandem.env.digest import DIGEST_VAR, env_digest
+from tandem.env.settings import load_project
+from tandem.train.checkpoint import load as load_checkpoint
+from tandem.train.samples import grid_size
+
+
+def test_compose_build_makes_an_image_of_this_source(docker_client, compose_image):
+    env = dict(item.split("=", 1) for item in docker_client.images.get(compose_image).attrs["Config"]["Env"])
+    assert env[DIGEST_VAR] == env_digest(load_project(REPO))
+
+
+def test_docker_fingerprint_matches_local(compare, local_fingerprint, docker_fingerprint):
+    code, report = compare(local_fingerprint, docker_fingerprint)
+    assert code == 0, report
+    docker = json.loads(docker_fingerprint.read_text())
+    assert docker["label"] == "docker"
+    assert docker["environment"]["image_digest"] == docker["environment"]["settings_digest"]
+
+
+@pytest.fixture(scope="module")
+def dit_run(compose, runs_volume, tmp_path_factory):
+    compose(
+        "run", "--rm", "train-dit",
+        "--run-name", "compose-dit", "--steps", "30", "--batch-size", "32", "--sample-every", "0",
+        "--samples-per-class", "2", "--sample-steps", "4", "--checkpoint-every", "0",
+    )  # fmt: skip
+    return runs_volume("compose-dit", tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def classifier_run(compose, runs_volume, tmp_path_factory):
+    compose("run", "--rm", "train-classifier", "--run-name", "compose-classifier", "--epochs", "1", "--width", "16")
+    return runs_volume("compose-classifier", tmp_path_factory.mktemp("runs"))
+
+
+@pytest.mark.parametrize("run", ["dit_run", "classifier_run"])
+def test_training_leaves_checkpoint_and_metrics_in_the_runs_volume(request, run):
+    run_dir = request.getfixturevalue(run)
+    checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    assert checkpoints, f"no checkpoint in {run_dir}"
+    state = load_checkpoint(checkpoints[-1])  # checks the stored content digest too
+    assert state["model"]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses and all(loss == loss for loss in losses)  # present and not NaN
+    assert json.loads((run_dir / "config.json").read_text())
+
+
+def test_dit_leaves_a_sample_grid(dit_run):
+    grids = sorted((dit_run / "samples").glob("*.png"))
+    assert grids, f"no sample grid in {dit_run / 'samples'}"
+    with Image.open(grids[-1]) as grid:
+        grid.verify()
+    with Image.open(grids[-1]) as grid:
+        assert grid.size == grid_size(rows=10, columns=2, image_size=8)  # digits: 10 classes of 8x8 images
