@@ -117,6 +117,11 @@ def compose_image(compose, docker_client) -> str:
     compose("build")
     yield "tandem:local"
     compose("down", "--volumes", "--remove-orphans")
+    # Each service builds the shared image and labels it as its own; the tag keeps one, the rest dangle.
+    labels = [f"com.docker.compose.project={COMPOSE_PROJECT}"]
+    for image in docker_client.images.list(filters={"dangling": True, "label": labels}):
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(image.id)
 
 
 @pytest.fixture(scope="session")
