@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
 from tandem.train import dit as dit_module
 from tandem.train.run import TrainingDiverged
@@ -111,3 +112,20 @@ def test_nan_between_logs_is_still_caught_before_a_checkpoint(dit_config, monkey
     with pytest.raises(TrainingDiverged, match="step 3"):
         run_training("dit", dit_config(run_name="inf", log_every=100, checkpoint_every=4))
     assert not list((Path(dit_config().runs_dir) / "inf" / "checkpoints").iterdir())
+
+
+def test_cpu_threads_apply_during_the_run_only(dit_config, monkeypatch):
+    seen = []
+    real_loss = dit_module.flow_matching_loss
+    monkeypatch.setattr(
+        dit_module, "flow_matching_loss", lambda *a, **k: (seen.append(torch.get_num_threads()), real_loss(*a, **k))[1]
+    )
+    torch.set_num_threads(2)
+    try:
+        run_training("dit", dit_config(steps=1, cpu_threads=1))
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(UsageError):  # a run refused after its start also leaves the setting alone
+            run_training("dit", dit_config(batch_size=100_000, cpu_threads=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

@@ -102,21 +102,12 @@ class Session:
                 f"--batch-size {config.batch_size} does not split evenly over {self.layout.world_size} ranks; "
                 "pick a multiple of the number of processes"
             )
-        configure_determinism(config.deterministic)
-        distributed.init(self.layout, self.device)
-        ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
-        self.print(f"device: {self.device} ({why}{ranks})")
-        self.stale_image_warning()
-        self.data = self.load_data()
-
-        # The global generators get the same seed on every rank, so every rank builds the same initial
-        # weights (the loops build their model right after this); per-rank randomness comes from these:
-        seed_everything(config.seed)
-        rank = self.layout.rank
-        self.generators = {  # augmentation and noise: separate streams, one per rank
-            name: torch.Generator(self.device).manual_seed(derive_seed(config.seed, name, rank))
-            for name in ("data", "noise")
-        }
+        self._threads = torch.get_num_threads()
+        try:
+            self._start(why)
+        except BaseException:
+            self.close()  # no process group or thread setting outlives a failed start
+            raise
         self.run: RunDir | None = None
         self.identity: dict = {}
         self.resumed_from: Path | None = None
@@ -128,6 +119,25 @@ class Session:
         self._untimed = 0.0  # seconds spent checkpointing/sampling since the last log: not training
 
     # -- setup --------------------------------------------------------------
+
+    def _start(self, why: str) -> None:
+        c = self.config
+        configure_determinism(c.deterministic)
+        if self.device.type == "cpu" and c.cpu_threads:
+            torch.set_num_threads(c.cpu_threads)
+        distributed.init(self.layout, self.device)
+        ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
+        self.print(f"device: {self.device} ({why}{ranks})")
+        self.stale_image_warning()
+        self.data = self.load_data()
+
+        # The global generators get the same seed on every rank, so every rank builds the same initial
+        # weights (the loops build their model right after this); per-rank randomness comes from these:
+        seed_everything(c.seed)
+        self.generators = {  # augmentation and noise: separate streams, one per rank
+            name: torch.Generator(self.device).manual_seed(derive_seed(c.seed, name, self.layout.rank))
+            for name in ("data", "noise")
+        }
 
     def print(self, *args, **kwargs) -> None:
         if self.is_main:
@@ -359,3 +369,4 @@ class Session:
 
     def close(self) -> None:
         distributed.shutdown()
+        torch.set_num_threads(self._threads)
