@@ -76,6 +76,15 @@ def test_latest_valid_skips_a_damaged_checkpoint_and_names_it(tmp_path, damage):
         checkpoint.load(newest)
 
 
+def test_temporaries_of_a_killed_write_are_ignored_then_removed(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=5)
+    ckpts.save(state(1), 1)
+    (tmp_path / ".step_0000002.pt.999.tmp").write_bytes(b"half")
+    assert [step for step, _ in ckpts.existing()] == [1]
+    ckpts.remove_temporaries()
+    assert [p.name for p in tmp_path.iterdir()] == ["step_0000001.pt"]
+
+
 def test_no_checkpoint_at_all(tmp_path):
     assert CheckpointDir(tmp_path / "missing").latest_valid() is None
     with pytest.raises(UsageError, match="--checkpoint .*missing.pt"):

@@ -139,6 +139,12 @@ class CheckpointDir:
             old.unlink(missing_ok=True)
         return path
 
+    def remove_temporaries(self) -> None:
+        """Temporary files left by a process killed mid-write (never mistaken for checkpoints)."""
+        if self.directory.is_dir():
+            for path in self.directory.glob(".step_*.tmp"):
+                path.unlink(missing_ok=True)
+
     def latest_valid(self, report: Callable[[str], None] = print) -> tuple[Path, dict] | None:
         """The newest checkpoint that loads and checks out; each unusable newer one is reported by name."""
         for _, path in reversed(self.existing()):

@@ -209,6 +209,7 @@ class Session:
             run.write_config(self.resolved_config())
             if state is not None:
                 run.rewind_metrics(state["step"])
+                run.checkpoints.remove_temporaries()
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
         self._last_log = (time.perf_counter(), self.start_step)
         return state
