@@ -1,0 +1,57 @@
+"""Run `tandem` with a fault injected: `python inject.py POINT N -- <tandem args>`.
+
+POINT is where the process SIGKILLs itself during the N-th checkpoint write:
+  half-written   after half of the checkpoint bytes reached the temporary file
+  before-rename  after the temporary file is complete and fsynced, before it replaces the target
+  after-rename   after the rename, before the directory is fsynced
+  none           no fault (a plain run)
+"""
+
+import io
+import os
+import signal
+import sys
+
+from tandem.train import checkpoint
+
+point, nth = sys.argv[1], int(sys.argv[2])
+argv = sys.argv[sys.argv.index("--") + 1 :]
+writes = 0
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+real_atomic_write, real_replace, real_fsync_directory = checkpoint.atomic_write, os.replace, checkpoint.fsync_directory
+
+
+def atomic_write(path, write):
+    global writes
+    writes += path.name.startswith("step_")  # checkpoints only, not config.json or sample grids
+    if writes != nth or not path.name.startswith("step_"):
+        return real_atomic_write(path, write)
+    if point == "half-written":
+
+        def half(f):
+            buffer = io.BytesIO()
+            write(buffer)
+            data = buffer.getvalue()
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            die()
+
+        return real_atomic_write(path, half)
+    if point == "before-rename":
+        checkpoint.os.replace = lambda *a: die()
+    if point == "after-rename":
+        checkpoint.fsync_directory = lambda d: die()
+    return real_atomic_write(path, write)
+
+
+checkpoint.atomic_write = atomic_write
+
+from tandem.cli import main  # noqa: E402  (after the patch, as the trainers resolve it at call time)
+
+sys.exit(main(argv))
