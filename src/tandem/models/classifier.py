@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from tandem.errors import UsageError
 
@@ -97,6 +96,8 @@ class ResNet18(nn.Module):
 
     def __init__(self, *, num_classes: int, in_channels: int):
         super().__init__()
+        import torchvision  # here, not at the top: importing it costs seconds that DiT runs never need
+
         net = torchvision.models.resnet18(num_classes=num_classes)
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -131,9 +132,7 @@ def build_classifier(
     if arch == "airbench":
         if width is not None and width < 1:
             raise UsageError(f"--width must be a positive integer, got {width}")
-        return AirbenchNet(
-            num_classes=num_classes, in_channels=in_channels, image_size=image_size, width=width or 64
-        )
+        return AirbenchNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size, width=width or 64)
     if width is not None:
         raise UsageError("--width only applies to --arch airbench; drop it for resnet18")
     return ResNet18(num_classes=num_classes, in_channels=in_channels)

@@ -62,9 +62,7 @@ class TimestepEmbedder(nn.Module):
         self.frequency_size = frequency_size
         # Scale t so the sinusoid periods span the same range as DiT's integer timesteps 0..999.
         self.time_scale = time_scale
-        self.mlp = nn.Sequential(
-            nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
-        )
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
 
     @staticmethod
     def frequency_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -143,9 +141,7 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
-            6, dim=1
-        )
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
@@ -180,9 +176,7 @@ class DiT(nn.Module):
         self.y_embedder = LabelEmbedder(cfg.num_classes, hidden)
         # Fixed, not learned: a buffer, so optimizers never see it.
         self.register_buffer("pos_embed", sincos_2d(hidden, self.grid_size)[None], persistent=False)
-        self.blocks = nn.ModuleList(
-            [DiTBlock(hidden, size.num_heads, cfg.mlp_ratio) for _ in range(size.depth)]
-        )
+        self.blocks = nn.ModuleList([DiTBlock(hidden, size.num_heads, cfg.mlp_ratio) for _ in range(size.depth)])
         self.final_layer = FinalLayer(hidden, cfg.patch_size, cfg.in_channels)
         self.initialize_weights()
 
@@ -224,9 +218,7 @@ class DiT(nn.Module):
             h = block(h, c)
         return self.unpatchify(self.final_layer(h, c))
 
-    def forward_with_cfg(
-        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float
-    ) -> torch.Tensor:
+    def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float) -> torch.Tensor:
         """Classifier-free guidance: one batched pass over (conditional, unconditional) inputs."""
         null = torch.full_like(y, self.num_classes)
         out = self.forward(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
