@@ -56,6 +56,7 @@ BAD_INPUT = [
     (["train", "dit", "--classifier-checkpoint", "missing.pt"], "--classifier-checkpoint"),
     (["train", "dit", "--classifier-checkpoint", "{old_checkpoint}"], "--classifier-checkpoint"),
     (["train", "dit", "--dataset", "imagefolder"], "--folder"),
+    (["train", "dit", "--runs-dir", "{a_file}/runs"], "--runs-dir"),
     (["sample", "--checkpoint", "missing.pt"], "--checkpoint"),
     (["sample", "--run", "{runs_dir}"], "--run"),
     (["sample", "--run", "{old_run}", "--per-class", "0"], "--per-class"),
@@ -66,7 +67,8 @@ BAD_INPUT = [
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     argv, expected, fast_flags, runs_dir, tmp_path, request, capsys
 ):
-    values = {"runs_dir": runs_dir, "empty": tmp_path / "empty"}
+    (tmp_path / "file").write_text("not a directory")
+    values = {"runs_dir": runs_dir, "empty": tmp_path / "empty", "a_file": tmp_path / "file"}
     if any("old" in a for a in argv):
         existing = request.getfixturevalue("existing_run")
         values.update(old_checkpoint=existing.checkpoint, old_run=existing.run_dir)

@@ -29,6 +29,10 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used: unreadable, truncated, corrupt or not a tandem checkpoint."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, read-only, permissions). Earlier ones are intact."""
+
+
 # -----------------------------------------------------------------------------
 # one file
 
@@ -132,9 +136,18 @@ class CheckpointDir:
         return sorted(found)
 
     def save(self, state: dict, step: int) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(step)
-        save(state, path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            save(state, path)
+        except (OSError, RuntimeError) as exc:  # torch reports a short write as a RuntimeError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write was cut short"
+            kept = self.existing()
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path} ({reason}: is the disk full or read-only?); "
+                f"the earlier checkpoints are intact (latest: {kept[-1][1].name if kept else 'none'}); "
+                "free space or fix permissions, then rerun with --resume"
+            ) from None
         for _, old in self.existing()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path

@@ -55,13 +55,21 @@ def register(subparsers) -> None:
 
 def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train import run_training
+    from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
     config = config_from_args(CONFIGS[kind], args)
     try:
         run_training(kind, config)
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, CheckpointWriteError) as exc:
         print(f"tandem train {kind}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the run directory itself cannot be written: say which file and why
+        print(
+            f"tandem train {kind}: cannot write {exc.filename or config.runs_dir} ({exc.strerror}); "
+            "free space or fix permissions on the runs directory, then rerun with --resume",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -10,6 +10,7 @@ runs/<run>/samples/           DiT sample grids, step_<N>.png
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class RunDir:
     @staticmethod
     def new_path(runs_dir: str | Path, kind: str, run_name: str) -> Path:
         runs_dir = Path(runs_dir)
+        existing = next(p for p in (runs_dir.absolute(), *runs_dir.absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--runs-dir {runs_dir}: cannot create runs under {existing}; pass a writable --runs-dir")
         if run_name:
             path = runs_dir / run_name
             if path.exists() and any(path.iterdir()):

@@ -354,7 +354,7 @@ class Session:
             if self.last_checkpoint:
                 artifacts["checkpoint"] = self.last_checkpoint
             summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-            self.print(f"{status} at step {step} in {self.elapsed():.0f}s  {summary}")
+            self.print(f"{status} at step {step} in {self.elapsed():.0f}s" + (f": {summary}" if summary else ""))
             if status == "stopped":
                 self.print(f"continue with: --resume --run-name {self.run.path.name} --runs-dir {self.run.path.parent}")
             self.print(f"run directory: {self.run.path}")
