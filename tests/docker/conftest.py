@@ -155,6 +155,23 @@ def copy_from_container(container, path: str, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def image_file(docker_client):
+    """Copies a path out of an image (a container is created, never started): (image, path, dest) -> local path."""
+
+    def fetch(image: str, path: str, dest: Path) -> Path:
+        return copy_out(docker_client, image, path, dest)
+
+    return fetch
+
+
+@pytest.fixture(scope="session")
+def ca_bundle() -> Path:
+    if not CA_BUNDLE.is_file():
+        pytest.skip(f"no CA bundle at {CA_BUNDLE}: no secret was handed to the builds")
+    return CA_BUNDLE
+
+
+@pytest.fixture(scope="session")
 def run_for_file(docker_client):
     """Runs `command` in a container of `image` and copies `path` out of it: the container is removed after."""
 
