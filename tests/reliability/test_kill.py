@@ -59,6 +59,7 @@ def test_sigkill_during_a_checkpoint_write(tmp_path, reference, point, nth):
     resumed = tandem(tmp_path, "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same(final_params(tmp_path / "run"), reference)
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))  # the torn temporary is gone
 
 
 def test_sigkill_during_the_first_write_leaves_nothing_to_mistake_for_a_checkpoint(tmp_path):
