@@ -1,0 +1,56 @@
+"""Bad settings and locks through the command line: one line on stderr, exit 2, nothing written."""
+
+import pytest
+
+from support import copy_project, edit
+from tandem.cli import main
+
+BAD = [
+    ("unknown key", 'modal_gpu = "H100"', 'modal_gpu = "H100"\ncolour = "blue"', "unknown key 'colour'"),
+    ("secret env", 'PYTHONUNBUFFERED = "1"', 'PYTHONUNBUFFERED = "1"\nHF_TOKEN = "hf_x"', "HF_TOKEN looks like a secret"),
+    ("number env", 'PYTHONUNBUFFERED = "1"', "PYTHONUNBUFFERED = 1", "quote it"),
+    ("relative path", 'runs_dir = "/runs"', 'runs_dir = "runs"', "runs_dir must be an absolute path"),
+    ("bad uv", 'uv_version = "0.13.9"', 'uv_version = "latest"', "uv_version must be"),
+    ("python mismatch", 'python = "3.11"', 'python = "3.12"', "is Python 3.11 but python is '3.12'"),
+    ("bad toml", "[tool.tandem.image]", "[tool.tandem.image", "not valid TOML"),
+]  # fmt: skip
+BAD_LOCK = [
+    ("unpinned", "tqdm>=4\n", "not pinned with '=='"),
+    ("no hashes", "tqdm==4.66.0\n", "has no --hash lines"),
+]
+
+
+def snapshot(root):
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("command", [["render"], ["render", "--check"], ["parity"]])
+@pytest.mark.parametrize(("name", "old", "new", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_settings(tmp_path, capsys, command, name, old, new, message):
+    root = copy_project(tmp_path)
+    edit(root / "pyproject.toml", old, new)
+    before = snapshot(root)
+    assert main([*command, "--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize(("name", "lock", "message"), BAD_LOCK, ids=[b[0] for b in BAD_LOCK])
+def test_bad_lock(tmp_path, capsys, name, lock, message):
+    root = copy_project(tmp_path)
+    (root / "requirements-modal.txt").write_text(lock)
+    before = snapshot(root)
+    assert main(["render", "--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "requirements-modal.txt:1" in err and err.count("\n") == 1
+    assert snapshot(root) == before
+
+
+def test_missing_files(tmp_path, capsys):
+    root = copy_project(tmp_path)
+    (root / "requirements-modal.txt").unlink()
+    assert main(["render", "--project", str(root)]) == 2
+    assert "run `tandem lock`" in capsys.readouterr().err
+    assert main(["parity", "--project", str(tmp_path / "nowhere")]) == 2
+    assert "pyproject.toml not found" in capsys.readouterr().err
