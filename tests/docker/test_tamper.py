@@ -28,17 +28,31 @@ def tamper(lock_path, name: str, which: slice) -> list[str]:
     return hashes
 
 
-def build_builder(buildkit_build, standin_build_args, context, *flags: str):
+@pytest.fixture
+def build_builder(buildkit_build, standin_build_args, docker_client, tmp_path):
+    """Builds the `builder` stage of a context copy; an image it makes is removed at once (it has no tag)."""
     args = [f"--build-arg={k}={v}" for k, v in standin_build_args.items()]
-    dockerfile = str(context / "docker" / "Dockerfile")
-    return buildkit_build("--target", "builder", "-f", dockerfile, *args, *flags, context=context, check=False)
+    iidfile = tmp_path / "iid"
+
+    def build(context, *flags: str):
+        iidfile.unlink(missing_ok=True)
+        dockerfile = str(context / "docker" / "Dockerfile")
+        proc = buildkit_build(
+            "--target", "builder", "-f", dockerfile, "--iidfile", str(iidfile), *args, *flags,
+            context=context, check=False,
+        )  # fmt: skip
+        if iidfile.exists():
+            docker_client.images.remove(iidfile.read_text().strip())
+        return proc
+
+    return build
 
 
-def test_tampered_hashes_fail_the_builder_stage(buildkit_build, standin_build_args, compose_image, context_copy):
+def test_tampered_hashes_fail_the_builder_stage(build_builder, compose_image, context_copy):
     """Every artifact hash of tqdm altered: nothing the index serves for it matches the lock. (compose_image
     first, so the install's download cache is warm and the failing build is quick.)"""
     assert len(tamper(context_copy / "requirements-modal.txt", PACKAGE, slice(None))) == 2
-    proc = build_builder(buildkit_build, standin_build_args, context_copy)
+    proc = build_builder(context_copy)
     assert proc.returncode != 0, "the build succeeded with a tampered lock"
     assert re.search(rf"Hash mismatch for `?{PACKAGE}==", proc.stderr), proc.stderr[-3000:]
 
@@ -49,7 +63,7 @@ def test_tampered_hashes_fail_the_builder_stage(buildkit_build, standin_build_ar
     "tqdm from its sdist (whose hash still matches), with build dependencies the lock does not pin; the "
     "generator (src/tandem/env/dockerfile.py) should pass --no-build",
 )
-def test_one_tampered_hash_never_builds_from_source(buildkit_build, standin_build_args, context_copy):
+def test_one_tampered_hash_never_builds_from_source(build_builder, context_copy):
     """Each of tqdm's hashes altered in turn, in a lock cut down to its entry (each install is seconds). The
     sdist's altered: the wheel installs, fine. The wheel's: the build must fail, not fall back to the sdist."""
     lock = context_copy / "requirements-modal.txt"
@@ -59,7 +73,7 @@ def test_one_tampered_hash_never_builds_from_source(buildkit_build, standin_buil
         lock.write_text(entry)
         changed = tamper(lock, PACKAGE, slice(which, which + 1))
         # --no-cache: uv's log says how it installed, and a cached step has no log.
-        proc = build_builder(buildkit_build, standin_build_args, context_copy, "--no-cache")
+        proc = build_builder(context_copy, "--no-cache")
         if f"Building {PACKAGE}==" in proc.stderr:
             built_from_source += changed
         else:
