@@ -64,9 +64,12 @@ def edit_source(context: Path) -> None:
         f.write(f"# benchmark edit {time.time_ns()}\n")
 
 
-def build(name: str, context: Path, tag: str, build_args: dict[str, str]) -> dict:
+def build(name: str, context: Path, tag: str, build_args: dict[str, str], made: list[str]) -> dict:
+    """Builds and times one image; its id is added to `made` (a rebuild leaves the previous one untagged)."""
     dockerfile, flags, install = TARGETS[name]
+    iidfile = context.parent / f"{name}.iid"
     cmd = [str(TESTING / "docker-buildkit.sh"), "build", "--progress=plain", "-f", str(dockerfile), "-t", tag]
+    cmd += ["--iidfile", str(iidfile)]
     cmd += [*flags, *(f"--build-arg={k}={v}" for k, v in build_args.items())]
     if CA_BUNDLE.is_file():
         cmd += ["--secret", f"id=ca_bundle,src={CA_BUNDLE}"]
@@ -75,6 +78,7 @@ def build(name: str, context: Path, tag: str, build_args: dict[str, str]) -> dic
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"docker_build: {name} build failed:\n" + "\n".join(proc.stderr.splitlines()[-30:]))
+    made.append(iidfile.read_text().strip())
     steps = step_times(proc.stderr)
     install_step = next((s for s in steps if install in s["name"]), None)
     return {
@@ -82,7 +86,7 @@ def build(name: str, context: Path, tag: str, build_args: dict[str, str]) -> dic
         "install_seconds": install_step and install_step["seconds"],
         "install_cached": bool(install_step and install_step["cached"]),
         "export_seconds": next((s["seconds"] for s in steps if s["name"].startswith("exporting")), None),
-        "rebuilt": [s["name"][:60] for s in steps if not s["cached"] and s["name"].startswith("[")],
+        "rebuilt": {s["name"][:60]: s["seconds"] for s in steps if not s["cached"] and s["name"].startswith("[")},
     }
 
 
@@ -131,19 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         "base_image": build_args["PYTHON_IMAGE"],
     }
     tags = {name: f"tandem-bench/{name}:latest" for name in TARGETS}
+    made: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
         context = make_context(Path(tmp) / "context")
         for name, tag in tags.items():
             log(f"{name}: cold build")
-            cold = build(name, context, tag, build_args)
+            cold = build(name, context, tag, build_args, made)
             edit_source(context)
             log(f"{name}: warm rebuild after editing {EDITED}")
-            warm = build(name, context, tag, build_args)
+            warm = build(name, context, tag, build_args, made)
             results[name] = {"cold": cold, "warm": warm, "image_bytes": image_bytes(tag), "venv_bytes": venv_bytes(tag)}
             log(f"{name}: cold {cold['seconds']} s, warm {warm['seconds']} s")
     results["base_bytes"] = image_bytes(build_args["PYTHON_IMAGE"])
     if not args.keep_images:
-        sh("docker", "image", "rm", *tags.values())
+        sh("docker", "image", "rm", "--force", *dict.fromkeys(made))
 
     t, n = results["tandem"], results["naive"]
     results["warm_speedup"] = round(n["warm"]["seconds"] / t["warm"]["seconds"], 1)
