@@ -15,42 +15,14 @@ import torch
 from tandem.models import DiTConfig, build_classifier, build_dit
 from tandem.train import run_training
 from tandem.train.checkpoint import load as load_checkpoint
-from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+from tandem.train.config import CONFIGS
 from tandem.train.run import RunDir
 
-STEPS = 6
+# Tiny, fp32, deterministic: a few steps that any environment can run in seconds.
+COMMON = dict(run_name="check", deterministic=True, amp=False, seed=0, log_every=1, checkpoint_every=0, warmup_steps=2)
 SHORT_RUNS = {
-    "classifier": lambda runs, device: ClassifierTrainConfig(
-        runs_dir=runs,
-        run_name="check",
-        device=device,
-        deterministic=True,
-        amp=False,
-        seed=0,
-        epochs=1,
-        batch_size=256,
-        width=16,
-        log_every=1,
-        checkpoint_every=0,
-        warmup_steps=2,
-        tta=False,
-    ),
-    "dit": lambda runs, device: DiTTrainConfig(
-        runs_dir=runs,
-        run_name="check",
-        device=device,
-        deterministic=True,
-        amp=False,
-        seed=0,
-        steps=STEPS,
-        batch_size=64,
-        log_every=1,
-        checkpoint_every=0,
-        warmup_steps=2,
-        sample_every=0,
-        samples_per_class=1,
-        sample_steps=2,
-    ),
+    "classifier": dict(epochs=1, batch_size=256, width=16, tta=False),
+    "dit": dict(steps=6, batch_size=64, sample_every=0, samples_per_class=1, sample_steps=2),
 }
 
 
@@ -65,7 +37,8 @@ def collect_behaviour(device: str) -> dict:
 
 def _trainer_behaviour(kind: str, device: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="tandem-check-") as runs:
-        result = run_training(kind, SHORT_RUNS[kind](runs, device))
+        config = CONFIGS[kind](runs_dir=runs, device=device, **COMMON, **SHORT_RUNS[kind])
+        result = run_training(kind, config)
         records = RunDir(Path(result.run_dir)).read_metrics()
         losses = [r["loss"] for r in records if "loss" in r and "step" in r]
         state = load_checkpoint(Path(result.checkpoint))
