@@ -43,9 +43,10 @@ def project():
 
 
 @pytest.fixture(scope="module")
-def runtime_image(buildkit_build, standin_build_args):
+def runtime_image(buildkit_build, standin_build_args, remove_images):
     if not DOCKERFILE.is_file():
         pytest.skip("docker/Dockerfile not rendered yet")
+    remove_images(TAG)  # a rebuild after a source edit would leave the previous one untagged
     args = [f"--build-arg={k}={v}" for k, v in standin_build_args.items()]
     buildkit_build("--target", "runtime", "-t", TAG, "-f", str(DOCKERFILE), *args)
     return TAG
