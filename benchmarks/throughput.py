@@ -1,0 +1,405 @@
+"""Training throughput (images per second) of both trainers and every DiT size on one device.
+
+    python benchmarks/throughput.py                                  # everything, on the best device
+    python benchmarks/throughput.py --trainers dit --dit-sizes B --shapes cifar --compile --batch-size 256
+
+What is timed is one optimizer step of the real trainers, on synthetic data (`load_dataset("synthetic")`,
+held on the device as the trainers hold theirs): the batch gathered and augmented on the device, the
+forward pass under the trainers' autocast (bf16 on CUDA), the loss, backward, gradient-norm clipping,
+the optimizer and learning-rate scheduler steps, and for the DiT the EMA update. The training loops do
+not expose a step function, so the step below is assembled from the same public pieces they use
+(`build_classifier`, `build_dit`, `flow_matching_loss`, `EMA`, `Augment`, `autocast`, `lr_scheduler`,
+`configure_determinism`) with the tuned defaults of `ClassifierTrainConfig` / `DiTTrainConfig`; keep it
+in step with `tandem/train/classifier.py` and `tandem/train/dit.py`. `--compile` wraps the model in
+`torch.compile` as `--compile` does in the trainers.
+
+Warm-up steps (which include compilation) are excluded; the timed steps are bracketed by
+`torch.cuda.synchronize()` on CUDA. FLOPs per image are counted by `torch.utils.flop_counter.FlopCounterMode`
+on one forward+backward of the loss (matmuls, convolutions and attention; attention is counted through
+SDPA's math kernel so that it is counted on every device; no recomputation). On a GPU whose peak dense
+bf16 FLOP/s is known (`PEAK_BF16`, or `--peak-tflops`) the model FLOPs utilisation is
+MFU = FLOPs per image x images per second / peak.
+
+Targets on one H100 SXM (bf16, `--compile`):
+    default classifier (airbench, width 64) at 3x32x32   >= 150,000 img/s
+    DiT-S/2 at 3x32x32                                   >= 8,000 img/s
+    DiT-B/2 at 3x32x32                                   >= 40% MFU
+docs/benchmarks.md records the measured figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import itertools
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+import tandem
+from tandem.data import Augment, load_dataset
+from tandem.flow import EMA, flow_matching_loss
+from tandem.models import DIT_SIZES, DiTConfig, build_classifier, build_dit
+from tandem.train.batches import BatchPlan
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+from tandem.train.device import autocast, choose_device, configure_determinism
+from tandem.train.evaluate import channel_stats, normalize
+from tandem.train.schedule import lr_scheduler
+from tandem.train.session import LossWindow
+
+LONG_RUN = 10**9  # the schedule's length: any value costs the same per step
+SHAPES = {"cifar": (3, 32, 32), "digits": (1, 8, 8)}
+# DiT-X/2 at CIFAR size, as the targets name them; at 8x8 the trainer's default patch (4).
+DEFAULT_PATCH = {"cifar": 2, "digits": DiTTrainConfig().patch_size}
+# Too slow on a CPU at 32x32 to be worth waiting for; run when named explicitly or on a GPU.
+SLOW_ON_CPU = {("L", "cifar"), ("XL", "cifar")}
+# Peak dense (no sparsity) bf16 tensor-core FLOP/s from NVIDIA's data sheets, matched against the device
+# name in order; anything else gets no MFU unless --peak-tflops is given.
+PEAK_BF16 = [
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),  # SXM
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L4", 121e12),
+]
+
+
+@dataclasses.dataclass
+class Bench:
+    """One benchmark: a training step to call repeatedly and a one-off count of its FLOPs."""
+
+    step: Callable[[], None]  # one optimizer step
+    count_flops: Callable[[], float]  # FLOPs of one forward+backward on a small batch, per image
+    window: LossWindow  # the losses of the timed steps, checked for NaN at the end
+    params: int
+
+
+def source_state() -> dict:
+    """Which tandem source is measured: its path, and its commit ("-dirty": uncommitted edits in src/)."""
+    root = Path(tandem.__file__).resolve().parents[2]
+    git = ["git", "-C", str(root)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        status = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return {"tandem_source": str(root), "commit": None}
+    return {"tandem_source": str(root), "commit": commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")}
+
+
+def synthetic(shape, batch_size, device):
+    # Enough images for a few distinct batches, on the device, as the trainers keep their data.
+    return load_dataset("synthetic", ".", synthetic_shape=shape, synthetic_size=max(2048, 4 * batch_size)).to(device)
+
+
+def counted_flops(loss_fn, images: int) -> float:
+    """FLOPs per image of loss_fn()'s forward and backward."""
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        loss_fn().backward()
+    return counter.get_total_flops() / images
+
+
+def classifier_bench(shape, batch_size, device, compile) -> Bench:
+    """As tandem/train/classifier.py: SGD Nesterov, label smoothing, translate/flip, channels_last on CUDA."""
+    c = ClassifierTrainConfig()
+    data = synthetic(shape, batch_size, device)
+    model = build_classifier(
+        c.arch, num_classes=data.num_classes, in_channels=shape[0], image_size=shape[-1], width=c.width or None
+    ).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = channel_stats(data.train_images)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
+    )
+    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
+    plan = BatchPlan(len(data.train_images), batch_size, seed=0)
+    augment = Augment(pad=c.translate, flip=data.flip)
+    generator = torch.Generator(device).manual_seed(0)
+    net = torch.compile(model) if compile else model
+    window, steps = LossWindow(), itertools.count()
+
+    def batch(n=batch_size):
+        idx = plan.indices(next(steps)).to(device)[:n]
+        x = normalize(augment(data.train_images[idx], generator), mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, data.train_labels[idx]
+
+    def step():
+        x, y = batch()
+        with autocast(device, c.amp):
+            loss = F.cross_entropy(net(x), y, label_smoothing=c.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
+        optimizer.step()
+        scheduler.step()
+        window.add(0, loss, grad_norm)
+
+    def count_flops(n=2):
+        x, y = batch(n)
+        flops = counted_flops(lambda: F.cross_entropy(model(x), y, label_smoothing=c.label_smoothing), n)
+        optimizer.zero_grad(set_to_none=True)
+        return flops
+
+    return Bench(step, count_flops, window, sum(p.numel() for p in model.parameters()))
+
+
+def dit_bench(size, shape, patch_size, batch_size, device, compile) -> Bench:
+    """As tandem/train/dit.py: flow-matching loss, AdamW, an EMA update every step."""
+    c = DiTTrainConfig()
+    data = synthetic(shape, batch_size, device)
+    model_config = DiTConfig(
+        size=size,
+        image_size=shape[-1],
+        patch_size=patch_size,
+        in_channels=shape[0],
+        num_classes=data.num_classes,
+        class_dropout_prob=c.class_dropout,
+    )
+    model = build_dit(model_config).to(device)
+    ema = EMA(model, c.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
+    plan = BatchPlan(len(data.train_images), batch_size, seed=0)
+    augment = Augment(flip=data.flip)
+    generators = {name: torch.Generator(device).manual_seed(i) for i, name in enumerate(("data", "noise"))}
+    net = torch.compile(model) if compile else model
+    window, steps = LossWindow(), itertools.count()
+
+    def batch(n=batch_size):
+        idx = plan.indices(next(steps)).to(device)[:n]
+        return augment(data.train_images[idx], generators["data"]).float() / 127.5 - 1, data.train_labels[idx]
+
+    def loss_of(module, x, y):
+        return flow_matching_loss(module, x, y, generator=generators["noise"], schedule=c.timestep_schedule)
+
+    def step():
+        x, y = batch()
+        with autocast(device, c.amp):
+            loss = loss_of(net, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
+        optimizer.step()
+        scheduler.step()
+        ema.update(model)
+        window.add(0, loss, grad_norm)
+
+    def count_flops(n=2):
+        x, y = batch(n)
+        flops = counted_flops(lambda: loss_of(model, x, y), n)
+        optimizer.zero_grad(set_to_none=True)
+        return flops
+
+    return Bench(step, count_flops, window, sum(p.numel() for p in model.parameters()))
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def peak_flops(device, override_tflops: float) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16 if key in name), None)
+
+
+def measure(bench: Bench, device, batch_size: int, warmup: int, steps: int, label: str) -> dict:
+    with tqdm(total=warmup + steps, desc=label, unit="step", leave=False, file=sys.stderr) as bar:
+        start = time.perf_counter()
+        for _ in range(warmup):
+            bench.step()
+            bar.update()
+        sync(device)
+        warmup_s = time.perf_counter() - start
+        bench.window.read()  # drop the warm-up losses
+        start = time.perf_counter()
+        for _ in range(steps):
+            bench.step()
+            bar.update()
+        sync(device)
+        elapsed = time.perf_counter() - start
+    loss, _, bad_step = bench.window.read()
+    if bad_step is not None:
+        raise RuntimeError(f"{label}: the loss became NaN/inf; the figure would be meaningless")
+    return {
+        "img_per_s": steps * batch_size / elapsed,
+        "step_ms": 1000 * elapsed / steps,
+        "warmup_s": warmup_s,
+        "loss": loss,
+    }
+
+
+def parse_list(text: str, allowed) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown {', '.join(unknown)}; pick from {', '.join(allowed)}")
+    return items
+
+
+def plan_runs(args, device) -> list[tuple[str, str | None, str]]:
+    """(trainer, DiT size or None, shape) for every benchmark, and a note for each one skipped."""
+    explicit_sizes = args.dit_sizes is not None
+    sizes = parse_list(args.dit_sizes or ",".join(DIT_SIZES), DIT_SIZES)
+    runs = []
+    for shape in parse_list(args.shapes, SHAPES):
+        for trainer in parse_list(args.trainers, ("classifier", "dit")):
+            if trainer == "classifier":
+                runs.append(("classifier", None, shape))
+                continue
+            for size in sizes:
+                if device.type == "cpu" and (size, shape) in SLOW_ON_CPU and not explicit_sizes:
+                    print(f"note: skipping DiT-{size} at {shape} shape on the CPU (name it in --dit-sizes to run it)")
+                    continue
+                runs.append(("dit", size, shape))
+    return runs
+
+
+def rate(img_per_s: float) -> str:
+    return f"{img_per_s:,.0f}" if img_per_s >= 100 else f"{img_per_s:.3g}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | shape | batch | img/s | ms/step | GFLOP/img | TFLOP/s | MFU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        if "error" in r:
+            lines.append(f"| {r['model']} | {shape} | {r['batch_size']} | {r['error']} | | | | |")
+            continue
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else "-"
+        lines.append(
+            f"| {r['model']} | {shape} | {r['batch_size']} | {rate(r['img_per_s'])} | {r['step_ms']:,.0f} | "
+            f"{r['flops_per_image'] / 1e9:.3g} | {r['achieved_tflops']:.3g} | {mfu} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument("--trainers", default="classifier,dit", help="comma-separated: classifier, dit")
+    parser.add_argument(
+        "--dit-sizes",
+        default=None,
+        help=f"comma-separated DiT sizes (default: all; on a CPU, L and XL only at 8x8): {','.join(DIT_SIZES)}",
+    )
+    parser.add_argument("--shapes", default="cifar,digits", help="comma-separated: cifar (3x32x32), digits (1x8x8)")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="images per step (0: each trainer's default, 128 classifier / 64 DiT)"
+    )
+    parser.add_argument("--patch-size", type=int, default=0, help="DiT patch size (0: 2 at 32x32, 4 at 8x8)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per benchmark")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model, as the trainers' --compile")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=ClassifierTrainConfig().cpu_threads,
+        help="torch threads on the CPU (default: the trainers' default; 0: one per core)",
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=0.0, help="the GPU's peak dense bf16 TFLOP/s, if not known"
+    )
+    parser.add_argument("--out", default="throughput.jsonl", help="JSONL file of results (overwritten)")
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1")
+
+    device, why = choose_device(args.device)
+    configure_determinism(False)  # the trainers' default: cuDNN autotuning, TF32 matmuls
+    if device.type == "cpu" and args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    peak = peak_flops(device, args.peak_tflops) if args.amp or args.peak_tflops else None
+    source = source_state()
+    print(f"device: {device} ({why}); torch {torch.__version__}; {torch.get_num_threads()} threads")
+    print(f"source: {source['tandem_source']} (commit {source['commit'] or 'unknown'})")
+    if device.type == "cuda" and peak is None:
+        print(f"note: peak bf16 FLOP/s of {device_name!r} unknown: no MFU (pass --peak-tflops)")
+
+    results = []
+    out = Path(args.out)
+    out.write_text("")
+    for trainer, size, shape_name in plan_runs(args, device):
+        shape = SHAPES[shape_name]
+        batch_size = (
+            args.batch_size or (ClassifierTrainConfig if trainer == "classifier" else DiTTrainConfig)().batch_size
+        )
+        patch = args.patch_size or DEFAULT_PATCH[shape_name]
+        model = "classifier (airbench)" if trainer == "classifier" else f"DiT-{size}/{patch}"
+        record = {
+            "model": model,
+            "trainer": trainer,
+            "size": size,
+            "patch_size": patch if trainer == "dit" else None,
+            "shape": list(shape),
+            "batch_size": batch_size,
+            "device": str(device),
+            "device_name": device_name,
+            "compile": args.compile,
+            "bf16": args.amp and device.type == "cuda",
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "torch": torch.__version__,
+            "date": datetime.date.today().isoformat(),
+            **source,
+        }
+        started = time.perf_counter()
+        try:
+            if trainer == "classifier":
+                bench = classifier_bench(shape, batch_size, device, args.compile)
+            else:
+                bench = dit_bench(size, shape, patch, batch_size, device, args.compile)
+            flops = bench.count_flops()
+            record.update(measure(bench, device, batch_size, args.warmup, args.steps, f"{model} {shape_name}"))
+            record.update(
+                params=bench.params,
+                flops_per_image=flops,
+                achieved_tflops=flops * record["img_per_s"] / 1e12,
+                peak_flops=peak,
+                mfu=flops * record["img_per_s"] / peak if peak else None,
+            )
+        except torch.cuda.OutOfMemoryError:
+            record["error"] = "out of memory"
+        finally:
+            bench = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        record["seconds"] = time.perf_counter() - started
+        results.append(record)
+        with out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        done = record.get("error") or f"{rate(record['img_per_s'])} img/s"
+        tqdm.write(f"{model:>22} {shape_name:>6}  {done}  ({record['seconds']:.0f}s)")
+
+    print()
+    print(markdown_table(results))
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
