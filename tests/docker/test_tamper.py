@@ -57,12 +57,6 @@ def test_tampered_hashes_fail_the_builder_stage(build_builder, compose_image, co
     assert re.search(rf"Hash mismatch for `?{PACKAGE}==", proc.stderr), proc.stderr[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docker/Dockerfile's `uv pip install` has no --no-build: with the wheel's hash changed, uv builds "
-    "tqdm from its sdist (whose hash still matches), with build dependencies the lock does not pin; the "
-    "generator (src/tandem/env/dockerfile.py) should pass --no-build",
-)
 def test_one_tampered_hash_never_builds_from_source(build_builder, context_copy):
     """Each of tqdm's hashes altered in turn, in a lock cut down to its entry (each install is seconds). The
     sdist's altered: the wheel installs, fine. The wheel's: the build must fail, not fall back to the sdist."""

@@ -23,7 +23,8 @@ from tandem.env.settings import Project
 # Installers an interpreter may ship with (the official images' system Python does, a uv venv does not);
 # they never run during training, so their presence is not a difference in behaviour.
 BOOTSTRAP_TOOLS = frozenset({"pip", "setuptools", "wheel"})
-# Variables outside the settings block that change what torch or Python do; recorded whenever set.
+# Variables outside the settings block that change what torch does; recorded whenever set. (Not
+# PYTHONHASHSEED: tox sets a random one, and no trainer iterates over hash-ordered strings.)
 BEHAVIOUR_PREFIXES = (
     "PYTORCH_",
     "TORCH_",
@@ -35,7 +36,6 @@ BEHAVIOUR_PREFIXES = (
     "MKL_",
     "KMP_",
     "HF_",
-    "PYTHONHASHSEED",
 )
 
 

@@ -12,6 +12,8 @@ USER = "tandem"
 # Files copied into the image's working directory last, so a source edit never rebuilds dependencies.
 SOURCE_FILES = ("pyproject.toml", LOCK)
 SOURCE_DIR = "src"
+# Wheels only: with a wheel's hash altered, uv would otherwise build the sdist with unpinned build tools.
+INSTALL_OPTIONS = ("--no-build",)
 
 
 def render(project: Project) -> str:
@@ -39,7 +41,7 @@ def render(project: Project) -> str:
         "RUN --mount=type=cache,target=/root/.cache/uv \\",
         "    --mount=type=secret,id=ca_bundle \\",
         "    if [ -s /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi && \\",
-        f"    uv pip install --python {VENV}/bin/python --require-hashes -r /tmp/{LOCK}",
+        f"    uv pip install --python {VENV}/bin/python --require-hashes {' '.join(INSTALL_OPTIONS)} -r /tmp/{LOCK}",
         "",
         "FROM ${PYTHON_IMAGE} AS runtime",
     ]
