@@ -10,7 +10,7 @@ from tandem.cli import main
 from tandem.train import run_training
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 
-SHORT_CLASSIFIER = dict(width=16, epochs=5)
+SHORT_CLASSIFIER = dict(width=16, epochs=5, lr=0.1)  # a short schedule takes a higher rate
 # Fewer steps; a shorter EMA and stronger guidance make up for some of them.
 SHORT_DIT = dict(steps=250, ema_decay=0.98, cfg_scale=2.0, sample_steps=8)
 
@@ -30,8 +30,8 @@ def test_short_dit_run_makes_recognisable_digits(short_classifier, tmp_path):
         runs_dir=str(tmp_path), device="cpu", classifier_checkpoint=short_classifier.checkpoint, **SHORT_DIT
     )
     metrics = run_training("dit", config).metrics
-    assert metrics["sample_acc"] >= 0.85, metrics
-    assert metrics["fd"] <= 6 * metrics["fd_floor"], metrics
+    assert metrics["sample_acc"] >= 0.8, metrics
+    assert metrics["fd"] <= 5 * metrics["fd_floor"], metrics
 
 
 def final_metrics(run_dir: Path) -> dict:
