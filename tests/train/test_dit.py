@@ -46,6 +46,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(dit_config, states_equal, c
     second = run_training("dit", dit_config(run_name="r", resume=True, checkpoint_every=2))
     out = capsys.readouterr().out
     assert "step_0000004.pt is unusable" in out and "resuming step_0000002.pt" in out
+    assert (newest.parent / "step_0000004.pt.unusable").exists()  # set aside, not deleted
     for key in TRAINING_STATE:
         states_equal(final(full)[key], final(second)[key], key)
 

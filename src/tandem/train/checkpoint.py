@@ -158,6 +158,13 @@ class CheckpointDir:
             for path in self.directory.glob(".step_*.tmp"):
                 path.unlink(missing_ok=True)
 
+    def set_aside_after(self, step: int) -> None:
+        """Rename the (unusable) checkpoints newer than the one a run resumes from, out of the rotation
+        but kept for a look: step_N.pt -> step_N.pt.unusable."""
+        for later, path in self.existing():
+            if later > step:
+                path.rename(path.with_name(path.name + ".unusable"))
+
     def latest_valid(self, report: Callable[[str], None] = print) -> tuple[Path, dict] | None:
         """The newest checkpoint that loads and checks out; each unusable newer one is reported by name."""
         for _, path in reversed(self.existing()):

@@ -210,6 +210,7 @@ class Session:
             if state is not None:
                 run.rewind_metrics(state["step"])
                 run.checkpoints.remove_temporaries()
+                run.checkpoints.set_aside_after(state["step"])
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
         self._last_log = (time.perf_counter(), self.start_step)
         return state
