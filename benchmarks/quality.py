@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import tandem
+from throughput import source_state  # benchmarks/ is on sys.path when a script here runs
+
 from tandem.train import run_training
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig, default_data_dir
 from tandem.train.run import RunDir
@@ -51,18 +51,6 @@ COLUMNS = [  # field, header, format
     ("fd_floor", "FD floor", "{:.3f}"),
     ("fd_ratio", "FD / floor", "{:.2f}"),
 ]
-
-
-def source_state() -> dict:
-    """Which tandem source is measured: its path, and its commit ("-dirty": uncommitted edits in src/)."""
-    root = Path(tandem.__file__).resolve().parents[2]
-    git = ["git", "-C", str(root)]
-    try:
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return {"tandem_source": str(root), "commit": None}
-    return {"tandem_source": str(root), "commit": commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")}
 
 
 def train_seconds(run_dir: str) -> float:
