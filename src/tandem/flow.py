@@ -138,7 +138,7 @@ class EMA:
     for sampling. update() after each optimizer step:  ema = decay * ema + (1 - decay) * params.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.995):
+    def __init__(self, model: nn.Module, decay: float = 0.99):
         if not 0.0 <= decay <= 1.0:
             raise UsageError(f"EMA decay must be in [0, 1], got {decay}")
         self.decay = decay

@@ -27,7 +27,7 @@ class DiTSize(NamedTuple):
 
 
 DIT_SIZES: dict[str, DiTSize] = {
-    "tiny": DiTSize(depth=4, hidden_size=128, num_heads=4),  # digits on 2 CPU cores in minutes
+    "tiny": DiTSize(depth=6, hidden_size=192, num_heads=6),  # digits on 2 CPU cores in minutes (patch 4)
     "S": DiTSize(depth=12, hidden_size=384, num_heads=6),
     "B": DiTSize(depth=12, hidden_size=768, num_heads=12),
     "L": DiTSize(depth=24, hidden_size=1024, num_heads=16),
@@ -39,7 +39,7 @@ DIT_SIZES: dict[str, DiTSize] = {
 class DiTConfig:
     size: str = "tiny"
     image_size: int = 8
-    patch_size: int = 2
+    patch_size: int = 4  # on 8x8 digits: 4 tokens; better per CPU second than patch 2 (16 tokens)
     in_channels: int = 1
     num_classes: int = 10
     class_dropout_prob: float = 0.1
