@@ -28,6 +28,13 @@ def test_feature_dims():
     assert resnet.feature_dim == 512
 
 
+def test_airbench_default_width_by_image_size():
+    small = build_classifier("airbench", num_classes=10, in_channels=1, image_size=8)
+    large = build_classifier("airbench", num_classes=10, in_channels=3, image_size=32)
+    assert (small.width, small.feature_dim) == (32, 128)
+    assert (large.width, large.feature_dim) == (64, 256)
+
+
 @pytest.mark.parametrize("size", [2, 3, 8, 9, 32])
 def test_airbench_pooling_never_goes_below_2x2(size):
     model = build_classifier("airbench", num_classes=10, in_channels=1, image_size=size, width=8).eval()

@@ -62,6 +62,7 @@ class AirbenchNet(nn.Module):
             channels = w
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(channels, num_classes, bias=False)
+        self.width = width  # the resolved base width, for checkpoints to record
         self.feature_dim = channels
 
     @torch.no_grad()
