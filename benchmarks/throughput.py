@@ -55,7 +55,7 @@ from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.device import autocast, choose_device, configure_determinism
 from tandem.train.evaluate import channel_stats, normalize
-from tandem.train.schedule import lr_scheduler
+from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow
 
 LONG_RUN = 10**9  # the schedule's length: any value costs the same per step
@@ -141,11 +141,7 @@ def classifier_bench(shape, batch_size, device, compile) -> Bench:
         x, y = batch()
         with autocast(device, c.amp):
             loss = F.cross_entropy(net(x), y, label_smoothing=c.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-        optimizer.step()
-        scheduler.step()
+        grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
         window.add(0, loss, grad_norm)
 
     def count_flops(n=2):
@@ -190,11 +186,7 @@ def dit_bench(size, shape, patch_size, batch_size, device, compile) -> Bench:
         x, y = batch()
         with autocast(device, c.amp):
             loss = loss_of(net, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-        optimizer.step()
-        scheduler.step()
+        grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
         ema.update(model)
         window.add(0, loss, grad_norm)
 

@@ -15,7 +15,7 @@ from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import channel_stats, normalize, predict
 from tandem.train.run import RunResult
-from tandem.train.schedule import lr_scheduler
+from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow, Session, StopSignal
 
 # The flag to name when a checkpoint's model differs from this run's.
@@ -104,11 +104,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
             # one optimizer step
             with autocast(device, c.amp):
                 loss = F.cross_entropy(net(x), y, label_smoothing=c.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-            optimizer.step()
-            scheduler.step()
+            grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
             step += 1
             bar.update(c.batch_size)
 

@@ -16,7 +16,7 @@ from tandem.train.device import autocast
 from tandem.train.evaluate import Judge, score_samples, to_uint8
 from tandem.train.run import RunResult
 from tandem.train.samples import class_samples, grid_labels, save_grid
-from tandem.train.schedule import lr_scheduler
+from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow, Session, StopSignal
 
 # The flag to name when a checkpoint's model differs from this run's.
@@ -99,11 +99,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             # one optimizer step, then the EMA
             with autocast(device, c.amp):
                 loss = flow_matching_loss(net, x, y, generator=s.generators["noise"], schedule=c.timestep_schedule)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip or float("inf"))
-            optimizer.step()
-            scheduler.step()
+            grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
             ema.update(model)
             step += 1
             bar.update(c.batch_size)
