@@ -22,7 +22,7 @@ from pathlib import Path
 
 import modal
 
-from tandem.env.modal_image import build_modal_image
+from tandem.env.modal_image import build_modal_image, pin_builder_version
 from tandem.env.settings import default_root, load_project
 
 APP_NAME = "tandem"
@@ -44,6 +44,7 @@ def project_root() -> Path:
 
 project = load_project(project_root())
 settings = project.settings
+pin_builder_version(project)  # Modal builds with the settings' builder version, not the workspace's
 image = build_modal_image(project)
 data_volume = modal.Volume.from_name(DATA_VOLUME, create_if_missing=True)
 runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)

@@ -11,7 +11,9 @@ PROJECT_FILES = (
     "compose.yaml",
     "compose.cpu.yaml",
     "docker/image.env",
+    ".dockerignore",
 )
+PROJECT_DIRS = ("modal_app",)  # the Modal app parity imports
 
 
 def copy_project(dest: Path) -> Path:
@@ -19,6 +21,8 @@ def copy_project(dest: Path) -> Path:
     for name in PROJECT_FILES:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "src" / "tandem").mkdir(parents=True)
     (dest / "src" / "tandem" / "__init__.py").write_text("")
     return dest

@@ -23,9 +23,8 @@ import sys
 from pathlib import Path
 
 from tandem.env.dockerfile import UV_IMAGE
-from tandem.env.modal_image import SOURCE_IGNORE, build_modal_image
 from tandem.env.modal_layers import modal_layers
-from tandem.env.parity import modal_dockerfile
+from tandem.env.parity import load_app_functions, modal_dockerfile
 from tandem.env.settings import Project, load_project
 
 INSTALL_MARK = "/.uv/uv pip install"
@@ -61,16 +60,14 @@ def twin_dockerfile(text: str, project: Project, python_image: str, uv_image: st
 def write_context(dest: Path, python_image: str, uv_image: str, project: Project | None = None) -> Path:
     """Writes DEST/Dockerfile and the files Modal's Dockerfile names, under their names; returns DEST."""
     project = project or load_project()
-    twin = modal_dockerfile(modal_layers(build_modal_image(project)))
+    image = load_app_functions(project)[0].image  # what `modal run modal_app/train.py` would send
+    twin = modal_dockerfile(modal_layers(image, project.settings.modal_builder_version))
     dest.mkdir(parents=True, exist_ok=True)
     for name, local in twin.context.items():
         local = local if local.is_absolute() else project.root / local
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if local.is_dir():  # the mounted source, with what Modal's mount ignores left out
-            shutil.copytree(local, target, ignore=shutil.ignore_patterns(*(p.split("/")[-1] for p in SOURCE_IGNORE)))
-        else:
-            shutil.copy2(local, target)
+        shutil.copy2(local, target)  # the mounted source comes file by file, as Modal's mount lists it
     (dest / "Dockerfile").write_text(twin_dockerfile(twin.text, project, python_image, uv_image))
     return dest
 

@@ -42,7 +42,9 @@ def twin_image(buildkit_build, twin_context, remove_images):
 
 
 def test_twin_changes_only_the_images_and_the_install_transport(twin_context):
-    modal = modal_dockerfile(modal_layers(build_modal_image(load_project(REPO)))).text.splitlines()
+    modal = modal_dockerfile(
+        modal_layers(build_modal_image(load_project(REPO)), load_project(REPO).settings.modal_builder_version)
+    ).text.splitlines()
     twin = (twin_context / "Dockerfile").read_text().splitlines()
     changed = [line for line in difflib.ndiff(modal, twin) if line[:1] in "-+"]
     assert len(changed) == 6, "\n".join(changed)  # three lines out, three in

@@ -1,3 +1,5 @@
+"""tandem parity on copies of the project, each with drift planted on one side, each naming its field."""
+
 import argparse
 import dataclasses
 
@@ -6,21 +8,85 @@ import pytest
 from support import edit
 from tandem.env.commands import parity_command
 from tandem.env.generate import write_generated
-from tandem.env.modal_image import build_modal_image
-from tandem.env.parity import compare, docker_facts, modal_facts
+from tandem.env.image_steps import image_steps
+from tandem.env.modal_image import build_modal_image, modal_image_from_steps
+from tandem.env.parity import (
+    compare,
+    docker_facts,
+    modal_facts,
+    parity_rows,
+    source_files_docker,
+    source_files_modal,
+)
 from tandem.env.settings import Project, load_project
+
+ACCEPTED_FIELDS = ["install interpreter", "other build commands", "env VIRTUAL_ENV", "env PATH", "user", "HOME"]
 
 
 def mismatches(project: Project, modal_image=None) -> list[str]:
-    return [row.field for row in compare(docker_facts(project), modal_facts(project, modal_image)) if not row.match]
+    rows = compare(docker_facts(project), modal_facts(project, modal_image or build_modal_image(project)), project)
+    return [row.field for row in rows if not row.match]
 
 
-def test_fresh_project_is_in_parity(project):
-    rows = compare(docker_facts(project), modal_facts(project))
-    assert all(row.match for row in rows)
-    fields = {row.field for row in rows}
-    assert {"base image", "python", "uv version", "apt packages", "lock (sha256)", "source location"} <= fields
-    assert "env TANDEM_ENV_DIGEST" in fields and "env PYTHONUNBUFFERED" in fields
+def app_mismatches(project_dir) -> list[str]:
+    """What `tandem parity` fails on, with the app imported from the copy as `modal run` imports it."""
+    return [row.field for row in parity_rows(load_project(project_dir)) if not row.match]
+
+
+def modal_with(project: Project, **changes) -> object:
+    """The Modal image with one step changed (drift on the Modal side only)."""
+    steps = []
+    for step in image_steps(project):
+        kind = type(step).__name__
+        steps.append(dataclasses.replace(step, **changes[kind]) if kind in changes else step)
+    return modal_image_from_steps(project, steps)
+
+
+def test_fresh_project_is_in_parity_and_lists_every_field(project_dir):
+    rows = parity_rows(load_project(project_dir))
+    assert [row.field for row in rows if not row.match] == []
+    fields = [row.field for row in rows]
+    for name in (
+        "base image", "python", "uv version", "apt packages", "apt options", "lock (sha256)", "installs outside lock",
+        "install options", "install interpreter", "install env", "other build commands", "env PATH",
+        "env VIRTUAL_ENV", "env TANDEM_ENV_DIGEST", "user", "HOME", "workdir", "source location",
+        "source after deps", "function train_dit image", "function train_dit env", "function check env",
+        "modal builder version", "source files", "secret-looking files shipped",
+    ):  # fmt: skip
+        assert name in fields, name
+    assert [row.field for row in rows if row.reason] == ACCEPTED_FIELDS
+    by_field = {row.field: row for row in rows}
+    assert by_field["install options"].docker == "--compile-bytecode --require-hashes --no-build --link-mode copy"
+    assert by_field["user"].status.startswith("differs (accepted: Docker runs as uid 1000")
+
+
+def test_modal_install_line_requires_hashes(project):
+    from tandem.env.modal_layers import modal_layers
+
+    commands = [c for layer in modal_layers(build_modal_image(project), "2026.10") for c in layer.commands]
+    (install,) = [c for c in commands if "uv pip install" in c]
+    assert "--require-hashes --no-build" in install  # a dependency missing from the lock fails the build
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--compile-bytecode", "--require-hashes", "--link-mode", "copy"),  # --no-build dropped
+        ("--compile-bytecode", "--no-build", "--link-mode", "copy"),  # --require-hashes dropped
+        ("--compile-bytecode", "--require-hashes", "--no-build", "--link-mode", "copy", "--no-deps", "--reinstall"),
+        (
+            "--compile-bytecode",
+            "--require-hashes",
+            "--no-build",
+            "--link-mode",
+            "copy",
+            "--index-url",
+            "https://x.test",
+        ),
+    ],
+)
+def test_install_options_changed_on_modal_side(project, options):
+    assert mismatches(project, modal_with(project, Install={"options": options})) == ["install options"]
 
 
 def test_env_changed_only_in_dockerfile(project_dir):
@@ -29,8 +95,7 @@ def test_env_changed_only_in_dockerfile(project_dir):
 
 
 def test_different_uv_on_modal_side(project):
-    other = dataclasses.replace(project, settings=dataclasses.replace(project.settings, uv_version="0.8.0"))
-    assert "uv version" in mismatches(project, build_modal_image(other))
+    assert mismatches(project, modal_with(project, Install={"uv_version": "0.8.0"})) == ["uv version"]
 
 
 def test_package_added_by_hand_to_dockerfile(project_dir):
@@ -41,6 +106,11 @@ def test_package_added_by_hand_to_dockerfile(project_dir):
 def test_apt_package_added_by_hand_to_dockerfile(project_dir):
     edit(project_dir / "docker/Dockerfile", "apt-get install -y gcc", "apt-get install -y curl gcc")
     assert mismatches(load_project(project_dir)) == ["apt packages"]
+
+
+def test_apt_option_added_by_hand_to_dockerfile(project_dir):
+    edit(project_dir / "docker/Dockerfile", "apt-get install -y gcc", "apt-get install -y --no-install-recommends gcc")
+    assert mismatches(load_project(project_dir)) == ["apt options"]
 
 
 def test_different_base_image(project_dir):
@@ -78,22 +148,131 @@ def test_source_before_dependencies_is_caught(project_dir):
     assert mismatches(load_project(project_dir)) == ["source after deps"]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("PATH=/opt/venv/bin:$PATH", "PATH=/usr/local/bin:$PATH", "env PATH"),
+        ("VIRTUAL_ENV=/opt/venv ", "VIRTUAL_ENV=/srv/venv ", "env VIRTUAL_ENV"),
+        ("USER tandem", "USER nobody", "user"),
+        ("ENV VIRTUAL_ENV", "ENV UV_INDEX_URL=https://x.test\nENV VIRTUAL_ENV", "env UV_INDEX_URL"),
+        ("RUN --mount=type=cache", "ENV PIP_INDEX_URL=https://x.test\nRUN --mount=type=cache", "install env"),
+        (
+            "COPY --from=builder",
+            "RUN curl -fsS https://x.test/setup.sh | sh\nCOPY --from=builder",
+            "other build commands",
+        ),
+    ],
+)
+def test_layout_fields_beyond_the_accepted_differences_fail(project_dir, old, new, field):
+    edit(project_dir / "docker/Dockerfile", old, new)
+    assert field in mismatches(load_project(project_dir))
+
+
+# -----------------------------------------------------------------------------
+# the app as `modal run modal_app/train.py` loads it
+
+
+def test_image_extended_in_the_app_fails(project_dir):
+    edit(
+        project_dir / "modal_app/train.py",
+        "image = build_modal_image(project)",
+        'image = build_modal_image(project).run_commands("pip install requests==2.32.0")',
+    )
+    assert {"installs outside lock", "source after deps"} & set(app_mismatches(project_dir))
+
+
+def test_function_env_in_the_app_fails(project_dir):
+    text = (project_dir / "modal_app/train.py").read_text()
+    assert text.count("@app.function(**GPU_FUNCTION, timeout=TRAIN_TIMEOUT)") >= 1
+    (project_dir / "modal_app/train.py").write_text(
+        text.replace(
+            "@app.function(**GPU_FUNCTION, timeout=TRAIN_TIMEOUT)",
+            '@app.function(**GPU_FUNCTION, timeout=TRAIN_TIMEOUT, env={"OMP_NUM_THREADS": "3"})',
+            1,
+        )
+    )
+    assert app_mismatches(project_dir) == ["function train_classifier env"]
+
+
+def test_older_builder_version_adds_modal_installs(project_dir):
+    edit(project_dir / "pyproject.toml", 'modal_builder_version = "2026.10"', 'modal_builder_version = "2024.10"')
+    project = load_project(project_dir)
+    write_generated(project)
+    failed = app_mismatches(project_dir)
+    assert "installs outside lock" in failed and "other build commands" in failed
+
+
+def test_builder_version_the_client_cannot_build_fails(project_dir):
+    edit(project_dir / "pyproject.toml", 'modal_builder_version = "2026.10"', 'modal_builder_version = "2031.01"')
+    write_generated(load_project(project_dir))
+    assert "modal builder version" in app_mismatches(project_dir)
+
+
+def test_builder_version_from_the_environment_is_refused(project_dir, monkeypatch, capsys):
+    monkeypatch.setenv("MODAL_IMAGE_BUILDER_VERSION", "2024.10")
+    from tandem.cli import main
+
+    assert main(["parity", "--project", str(project_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MODAL_IMAGE_BUILDER_VERSION=2024.10" in err[0] and '"2026.10"' in err[0]
+
+
+# -----------------------------------------------------------------------------
+# the same files reach both images
+
+
+def plant_secrets(project_dir):
+    (project_dir / "src" / ".env").write_text("WANDB_API_KEY=planted\n")
+    (project_dir / "src" / "tandem" / ".env.local").write_text("TOKEN=planted\n")
+    (project_dir / "src" / "tandem" / "server.pem").write_text("planted\n")
+
+
+def test_planted_env_file_reaches_neither_image(project_dir):
+    plant_secrets(project_dir)
+    project = load_project(project_dir)
+    docker, modal = source_files_docker(project), source_files_modal(project, build_modal_image(project))
+    assert docker == modal == {"src/tandem/__init__.py"}
+    assert app_mismatches(project_dir) == []
+
+
+def test_narrower_dockerignore_ships_the_env_file(project_dir):
+    plant_secrets(project_dir)
+    path = project_dir / ".dockerignore"
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if ".env" not in line) + "\n")
+    assert app_mismatches(project_dir) == ["source files", "secret-looking files shipped"]
+
+
+def test_narrower_modal_ignore_ships_the_env_file(project_dir):
+    plant_secrets(project_dir)
+    project = load_project(project_dir)
+    narrow = modal_with(project, Source={"ignore": ("**/__pycache__", "**/*.pyc")})
+    assert source_files_modal(project, narrow) == {
+        "src/.env",
+        "src/tandem/.env.local",
+        "src/tandem/__init__.py",
+        "src/tandem/server.pem",
+    }
+
+
+# -----------------------------------------------------------------------------
+
+
 def test_settings_edit_then_render_changes_both_and_stays_in_parity(project_dir):
     before = load_project(project_dir)
-    docker_before, modal_before = docker_facts(before), modal_facts(before)
+    docker_before, modal_before = docker_facts(before), modal_facts(before, build_modal_image(before))
     edit(project_dir / "pyproject.toml", 'HF_XET_HIGH_PERFORMANCE = "1"', 'HF_XET_HIGH_PERFORMANCE = "0"')
     after = load_project(project_dir)
     write_generated(after)
-    docker_after, modal_after = docker_facts(after), modal_facts(after)
+    docker_after, modal_after = docker_facts(after), modal_facts(after, build_modal_image(after))
     assert docker_before.env["HF_XET_HIGH_PERFORMANCE"] == modal_before.env["HF_XET_HIGH_PERFORMANCE"] == "1"
     assert docker_after.env["HF_XET_HIGH_PERFORMANCE"] == modal_after.env["HF_XET_HIGH_PERFORMANCE"] == "0"
-    assert mismatches(after) == []
+    assert app_mismatches(project_dir) == []
 
 
 def test_parity_command_prints_table_and_exit_code(project_dir, capsys):
     assert parity_command(argparse.Namespace(project=str(project_dir))) == 0
     out = capsys.readouterr().out
-    assert "field" in out and "match" in out and "parity ok" in out
+    assert "field" in out and "match" in out and "differ as accepted" in out and "differs (accepted: " in out
     edit(project_dir / "docker/Dockerfile", "PYTHONUNBUFFERED=1", "PYTHONUNBUFFERED=0")
     assert parity_command(argparse.Namespace(project=str(project_dir))) == 1
     assert "env PYTHONUNBUFFERED" in capsys.readouterr().err
@@ -105,4 +284,9 @@ def test_env_values_survive_quoting_on_both_sides(project_dir, value):
     edit(project_dir / "pyproject.toml", 'PYTHONUNBUFFERED = "1"', f'PYTHONUNBUFFERED = "1"\nODD = "{escaped}"')
     project = load_project(project_dir)
     write_generated(project)
-    assert docker_facts(project).env["ODD"] == value == modal_facts(project).env["ODD"]
+    assert docker_facts(project).env["ODD"] == value == modal_facts(project, build_modal_image(project)).env["ODD"]
+
+
+def test_app_that_does_not_pin_the_builder_version_fails(project_dir):
+    edit(project_dir / "modal_app/train.py", "pin_builder_version(project)", "pass")
+    assert app_mismatches(project_dir) == ["modal builder version"]

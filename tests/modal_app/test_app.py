@@ -42,9 +42,12 @@ def settings():
 
 
 def test_every_function_runs_on_the_shared_image(target):
-    shared = modal_layers(build_modal_image(load_project(REPO)))
+    shared = modal_layers(build_modal_image(load_project(REPO)), load_project(REPO).settings.modal_builder_version)
     for name in FUNCTIONS:
-        assert modal_layers(getattr(target, name)._spec_.image) == shared, name
+        assert (
+            modal_layers(getattr(target, name)._spec_.image, load_project(REPO).settings.modal_builder_version)
+            == shared
+        ), name
 
 
 def test_functions_take_gpu_and_volumes_from_the_settings(target, settings):
@@ -126,6 +129,11 @@ def test_in_the_container_the_project_is_found_at_the_image_workdir(tmp_path, mo
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.project.root == workdir
-    assert [layer.commands for layer in modal_layers(module.image)] == [
-        layer.commands for layer in modal_layers(build_modal_image(load_project(REPO)))
+    assert [
+        layer.commands for layer in modal_layers(module.image, load_project(REPO).settings.modal_builder_version)
+    ] == [
+        layer.commands
+        for layer in modal_layers(
+            build_modal_image(load_project(REPO)), load_project(REPO).settings.modal_builder_version
+        )
     ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tandem.env.compose import render_compose, render_compose_cpu, render_env_file
 from tandem.env.dockerfile import render
+from tandem.env.image_steps import render_dockerignore
 from tandem.env.settings import Project
 
 
@@ -18,6 +19,7 @@ def generated_files(project: Project) -> dict[Path, str]:
         project.root / "compose.yaml": render_compose(project),
         project.root / "compose.cpu.yaml": render_compose_cpu(),
         project.root / "docker" / "image.env": render_env_file(project),
+        project.root / ".dockerignore": render_dockerignore(),
     }
 
 

@@ -17,8 +17,9 @@ import dockerfile
 
 from tandem.env.lockfile import file_sha256
 
-# Variables the Docker layout needs for its venv; the Modal image installs into its system Python instead.
-LAYOUT_ENV = ("VIRTUAL_ENV", "PATH")
+# RUN commands that only keep apt's cache out of a layer or make the venv the install goes into; every
+# other RUN is reported, so a command added on one side shows.
+HOUSEKEEPING = (["apt-get", "update"], ["rm", "-rf", "/var/lib/apt/lists/*"])
 
 
 @dataclass
@@ -27,9 +28,16 @@ class ImageFacts:
     python: str = ""
     uv_version: str = ""
     apt_packages: list[str] = field(default_factory=list)
+    apt_options: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     lock_sha256: list[str] = field(default_factory=list)  # requirement files installed, by content
     extra_installs: list[str] = field(default_factory=list)  # packages installed outside the lock
+    install_options: list[str] = field(default_factory=list)  # every option but --python and -r
+    install_python: str = ""  # the interpreter the lock is installed for
+    install_env: dict[str, str] = field(default_factory=dict)  # ENV in effect where the install runs
+    other_commands: list[str] = field(default_factory=list)  # RUNs that are none of the above
+    user: str = "root"
+    home: str = "/root"
     workdir: str = "/"
     source_dir: str = ""  # where the project's src/ lands
     source_after_deps: bool = False
@@ -58,8 +66,10 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
     reachable = _reachable(final, by_alias)
     copied_files: dict[str, Path] = {}  # path inside the image -> local file it came from
     deps_at = None
+    homes: dict[str, str] = {"root": "/root"}
     for stage in reachable:
         workdir = "/"
+        stage_env: dict[str, str] = {}
         for index, cmd in enumerate(stage.commands):
             if cmd.cmd == "WORKDIR":
                 workdir = posixpath.normpath(posixpath.join(workdir, cmd.value[0]))
@@ -87,24 +97,38 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
             elif cmd.cmd == "RUN":
                 script = " ".join(cmd.value)
                 for segment in re.split(r"&&|;|\|\|", script):
-                    # A command substitution is one argument whatever it contains.
-                    segment = re.sub(r"\$\([^)]*\)", "SUBSTITUTED", segment).strip()
-                    words = shlex.split(segment) if segment else []
-                    if stage is final and _is_apt_install(words):
-                        facts.apt_packages += [w for w in words[words.index("install") + 1 :] if w[0] != "-"]
-                    if _is_pip_install(words):
-                        files, packages = _pip_args(words)
+                    words = _split(segment)
+                    if not words or words in HOUSEKEEPING or _is_ca_export(words):
+                        continue
+                    if _is_apt_install(words):
+                        rest = words[words.index("install") + 1 :]
+                        facts.apt_packages += [w for w in rest if w[0] != "-"]
+                        facts.apt_options += [w for w in rest if w[0] == "-"]
+                    elif _is_pip_install(words):
+                        files, packages, options, python = _pip_args(words)
                         for path in files:
                             local = copied_files.get(posixpath.join(workdir, path))
                             facts.lock_sha256.append(file_sha256(local) if local else f"unknown file {path}")
                         facts.extra_installs += packages
+                        if files:  # the lock's install; any other is reported as an install outside it
+                            facts.install_options += options
+                            facts.install_python = python
+                            facts.install_env.update(stage_env)
                         if stage is final:
                             deps_at = index
-            elif cmd.cmd == "ENV" and stage is final:
+                    elif words[0] == "useradd" and "--create-home" in words:
+                        homes[words[-1]] = f"/home/{words[-1]}"
+                    elif not _makes_venv(words):
+                        facts.other_commands.append(shlex.join(words))
+            elif cmd.cmd == "ENV":
                 pairs = cmd.value
                 for key, value in zip(pairs[::2], pairs[1::2], strict=True):
-                    if key not in LAYOUT_ENV:
-                        facts.env[key] = _unquote(value)
+                    stage_env[key] = _unquote(value)
+                    if stage is final:
+                        facts.env[key] = stage_env[key]
+            elif cmd.cmd == "USER" and stage is final:
+                facts.user = cmd.value[0]
+    facts.home = homes.get(facts.user, "(no home)")
     return facts
 
 
@@ -161,25 +185,59 @@ def _is_pip_install(words: list[str]) -> bool:
     return "pip" in [posixpath.basename(w) for w in words] and "install" in words
 
 
-def _pip_args(words: list[str]) -> tuple[list[str], list[str]]:
-    files, packages = [], []
+def _split(segment: str) -> list[str]:
+    """Shell words; a command substitution stays one word, as written (`$(command -v python)`)."""
+    found: list[str] = []
+    marked = re.sub(r"\$\([^)]*\)", lambda m: found.append(m.group(0)) or f"\0{len(found) - 1}\0", segment).strip()
+    return [re.sub(r"\0(\d+)\0", lambda m: found[int(m.group(1))], w) for w in shlex.split(marked)] if marked else []
+
+
+def _is_ca_export(words: list[str]) -> bool:
+    """The optional CA bundle for the install step: transport only (see docker/Dockerfile's header)."""
+    return (
+        words[:2] == ["if", "["]
+        or words[0] in ("then", "fi")
+        or words[:2] == ["export", "SSL_CERT_FILE=/run/secrets/ca_bundle"]
+    )
+
+
+def _makes_venv(words: list[str]) -> bool:
+    return posixpath.basename(words[0]) == "uv" and words[1:2] == ["venv"]
+
+
+# Installer options that take a value (as the next word).
+_TAKES_VALUE = {
+    "--python", "-p", "--index-url", "-i", "--extra-index-url", "--find-links", "-f", "-c", "--constraint",
+    "--target", "--prefix", "--link-mode", "--prerelease", "--index-strategy", "--resolution", "--python-platform",
+    "--python-version", "--override", "--exclude-newer", "--config-settings", "-C", "--keyring-provider",
+}  # fmt: skip
+
+
+def _pip_args(words: list[str]) -> tuple[list[str], list[str], list[str], str]:
+    """(requirement files, packages, every other option with its value, the --python interpreter)."""
+    files, packages, options, python = [], [], [], ""
     rest = words[words.index("install") + 1 :]
-    takes_value = {"--python", "-p", "--index-url", "--extra-index-url", "-c", "--constraint", "--target"}
     i = 0
     while i < len(rest):
         word = rest[i]
-        if word in ("-r", "--requirements", "--requirement"):
-            files.append(rest[i + 1])
-            i += 2
+        name, has_value, value = word.partition("=")
+        if name in ("-r", "--requirements", "--requirement"):
+            files.append(value if has_value else rest[i + 1])
+            i += 1 if has_value else 2
             continue
-        if word.startswith(("--requirements=", "--requirement=")):
-            files.append(word.split("=", 1)[1])
-        elif word in takes_value:
-            i += 1
-        elif not word.startswith("-"):
+        if name in ("--python", "-p"):
+            python = value if has_value else rest[i + 1]
+            i += 1 if has_value else 2
+            continue
+        if word.startswith("-"):
+            options.append(word)
+            if name in _TAKES_VALUE and not has_value and i + 1 < len(rest):
+                options.append(rest[i + 1])
+                i += 1
+        else:
             packages.append(word)
         i += 1
-    return files, packages
+    return files, packages, options, python
 
 
 def _unquote(value: str) -> str:

@@ -1,13 +1,53 @@
-"""`tandem parity`: docker/Dockerfile and the Modal image, compared field by field."""
+"""`tandem parity`: docker/Dockerfile and the Modal app's images, compared field by field.
+
+The Modal side is what `modal run modal_app/train.py` would send: the app is imported the way Modal's CLI
+imports it, and every Function's image is read back through Modal's own rendering at the pinned builder
+version. Both sides go through one Dockerfile reader. Every difference between the two that is there by
+design is listed once, in ACCEPTED, with its reason; any other difference fails.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tandem.env.dockerfile import UID, USER, VENV
 from tandem.env.image_facts import ImageFacts, describe
-from tandem.env.modal_layers import ModalLayer, modal_layers
+from tandem.env.image_steps import SOURCE_DIR
+from tandem.env.modal_image import BUILDER_VERSION_VAR
+from tandem.env.modal_layers import ModalFunction, ModalLayer, app_functions, builder_versions, modal_layers
 from tandem.env.settings import Project
+from tandem.errors import UsageError
+
+APP_FILE = "modal_app/train.py"
+# Names that must reach neither image, whatever the ignore list says.
+SECRET_LOOKING = (".env*", "*.pem", "*.key", ".netrc", "id_rsa*", "*credentials*")
+
+
+def accepted(project: Project) -> dict[str, tuple[str, str, str]]:
+    """field -> (Docker's value, Modal's value, why they differ). Only these exact pairs pass."""
+    s = project.settings
+    return {
+        "install interpreter": (
+            f"{VENV}/bin/python",
+            "$(command -v python)",
+            "Docker installs into a venv copied out of its builder stage; Modal into the base image's Python",
+        ),
+        "env VIRTUAL_ENV": (VENV, "(unset)", "the venv exists only in the Docker image"),
+        "env PATH": (f"{VENV}/bin:$PATH", "(unset)", "puts the Docker venv first; Modal's Python is already on PATH"),
+        "user": (
+            USER,
+            "root",
+            f"Docker runs as uid {UID} so bind-mounted files stay the host user's; Modal runs as root",
+        ),
+        "HOME": (f"/home/{USER}", "/root", "follows the user"),
+        "other build commands": (
+            f"mkdir -p {s.workdir} {s.data_dir} {s.runs_dir}; chown {USER}:{USER} {s.data_dir} {s.runs_dir}",
+            "(none)",
+            "the data and runs folders belong to the Docker user; on Modal they are Volume mount points",
+        ),
+    }
 
 
 @dataclass
@@ -16,10 +56,19 @@ class Row:
     docker: str
     modal: str
     expected: str | None = None  # parity of two wrong images is no comfort: some fields must hold alone
+    reason: str | None = None  # set when this difference is an accepted one
 
     @property
     def match(self) -> bool:
+        if self.reason is not None:
+            return True
         return self.docker == self.modal and self.expected in (None, self.docker)
+
+    @property
+    def status(self) -> str:
+        if self.reason is not None:
+            return f"differs (accepted: {self.reason})"
+        return "yes" if self.match else "NO"
 
 
 @dataclass
@@ -36,7 +85,7 @@ def modal_dockerfile(layers: list[ModalLayer]) -> ModalDockerfile:
     for layer in layers:
         lines += [c for c in layer.commands if not (lines and c == "FROM base")]
         context.update({name.lstrip("/"): path for name, path in layer.context_files.items()})
-        for local, remote in layer.mounts:
+        for local, remote in layer.mounted_files:
             name = f"mounts{remote}"
             context[name] = local
             lines.append(f"COPY {name} {remote}")
@@ -45,28 +94,95 @@ def modal_dockerfile(layers: list[ModalLayer]) -> ModalDockerfile:
 
 def docker_facts(project: Project, text: str | None = None) -> ImageFacts:
     text = project.dockerfile_path.read_text() if text is None else text
-    return describe(text, lambda name: project.root / name, project.root / "src")
+    return describe(text, lambda name: project.root / name, project.root / SOURCE_DIR)
 
 
 def modal_facts(project: Project, image=None) -> ImageFacts:
+    """The facts of one Modal image (default: the one the app's Functions use)."""
     if image is None:
-        from tandem.env.modal_image import build_modal_image
+        image = load_app_functions(project)[0].image
+    layers = modal_layers(image, project.settings.modal_builder_version)
+    twin = modal_dockerfile(layers)
+    facts = describe(twin.text, lambda name: twin.context.get(name.lstrip("/")), project.root / SOURCE_DIR)
+    # The source is mounted file by file when a container starts, after every build step.
+    source = (project.root / SOURCE_DIR).resolve()
+    roots = {
+        remote.removesuffix("/" + local.resolve().relative_to(source).as_posix())
+        for layer in layers
+        for local, remote in layer.mounted_files
+        if _under(local, source)
+    }
+    if len(roots) == 1:
+        facts.source_dir = roots.pop()
+        facts.source_after_deps = bool(facts.lock_sha256) and not layers[-1].commands
+    return facts
 
-        image = build_modal_image(project)
-    twin = modal_dockerfile(modal_layers(image))
-    return describe(twin.text, lambda name: twin.context.get(name.lstrip("/")), project.root / "src")
+
+@dataclass
+class LoadedApp:
+    functions: list[ModalFunction]
+    builder_version: str | None  # what the app pinned MODAL_IMAGE_BUILDER_VERSION to, if anything
 
 
-def compare(docker: ImageFacts, modal: ImageFacts) -> list[Row]:
+def load_app(project: Project) -> LoadedApp:
+    """The app as `modal run modal_app/train.py` imports it, its Functions and the builder version it pins."""
+    from modal.cli.import_refs import import_app_from_ref, parse_import_ref
+
+    path = project.root / APP_FILE
+    if not path.is_file():
+        raise UsageError(f"{path} not found: parity reads the Modal app from there")
+    before = os.environ.pop(BUILDER_VERSION_VAR, None)
+    try:
+        app = import_app_from_ref(parse_import_ref(str(path)))
+        pinned = os.environ.get(BUILDER_VERSION_VAR)
+    finally:  # the app pins the version for its own process; parity may look at other projects after
+        os.environ.pop(BUILDER_VERSION_VAR, None)
+        if before is not None:
+            os.environ[BUILDER_VERSION_VAR] = before
+    functions = app_functions(app)
+    if not functions:
+        raise UsageError(f"{path}: the app registers no Functions")
+    return LoadedApp(functions, pinned)
+
+
+def load_app_functions(project: Project) -> list[ModalFunction]:
+    return load_app(project).functions
+
+
+def source_files_docker(project: Project) -> set[str]:
+    """src/ files (relative to the project) that the build context keeps after .dockerignore."""
+    from modal import FilePatternMatcher  # dockerignore semantics
+
+    ignore_file = project.root / ".dockerignore"
+    lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
+    patterns = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    ignored = FilePatternMatcher(*patterns) if patterns else (lambda path: False)
+    names = (path.relative_to(project.root) for path in (project.root / SOURCE_DIR).rglob("*") if path.is_file())
+    return {name.as_posix() for name in names if not ignored(name)}
+
+
+def source_files_modal(project: Project, image) -> set[str]:
+    """src/ files (relative to the project) that Modal mounts into the container."""
+    source = (project.root / SOURCE_DIR).resolve()
+    files = set()
+    for layer in modal_layers(image, project.settings.modal_builder_version):
+        for local, _ in layer.mounted_files:
+            if _under(local, source):
+                files.add(f"{SOURCE_DIR}/{local.resolve().relative_to(source).as_posix()}")
+    return files
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def compare(docker: ImageFacts, modal: ImageFacts, project: Project) -> list[Row]:
     rows = [
         Row("base image", docker.base_image, modal.base_image),
         Row("python", docker.python, modal.python),
         Row("uv version", docker.uv_version, modal.uv_version),
         Row("apt packages", " ".join(docker.apt_packages), " ".join(modal.apt_packages)),
-    ]
-    for key in dict.fromkeys([*docker.env, *modal.env]):
-        rows.append(Row(f"env {key}", docker.env.get(key, "(unset)"), modal.env.get(key, "(unset)")))
-    rows += [
+        Row("apt options", " ".join(docker.apt_options), " ".join(modal.apt_options)),
         Row("lock (sha256)", " ".join(docker.lock_sha256) or "(none)", " ".join(modal.lock_sha256) or "(none)"),
         Row(
             "installs outside lock",
@@ -74,20 +190,93 @@ def compare(docker: ImageFacts, modal: ImageFacts) -> list[Row]:
             " ".join(modal.extra_installs) or "(none)",
             expected="(none)",
         ),
+        Row("install options", " ".join(docker.install_options), " ".join(modal.install_options)),
+        Row("install interpreter", docker.install_python or "(none)", modal.install_python or "(none)"),
+        Row("install env", _pairs(docker.install_env), _pairs(modal.install_env), expected="(none)"),
+        Row(
+            "other build commands",
+            "; ".join(docker.other_commands) or "(none)",
+            "; ".join(modal.other_commands) or "(none)",
+        ),
+    ]
+    for key in dict.fromkeys([*docker.env, *modal.env]):
+        rows.append(Row(f"env {key}", docker.env.get(key, "(unset)"), modal.env.get(key, "(unset)")))
+    rows += [
+        Row("user", docker.user, modal.user),
+        Row("HOME", docker.home, modal.home),
         Row("workdir", docker.workdir, modal.workdir),
         Row("source location", docker.source_dir or "(missing)", modal.source_dir or "(missing)"),
         Row("source after deps", str(docker.source_after_deps), str(modal.source_after_deps), expected="True"),
     ]
+    for row in rows:
+        docker_value, modal_value, why = accepted(project).get(row.field, (None, None, None))
+        if (row.docker, row.modal) == (docker_value, modal_value):
+            row.reason = why
     return rows
+
+
+def app_rows(project: Project, app: LoadedApp) -> list[Row]:
+    """What the loaded app adds beyond the image: one image for every Function, no Function-level env,
+    the pinned builder version, and the same source files as the Docker build context."""
+    rows = []
+    functions = app.functions
+    version = project.settings.modal_builder_version
+    first = modal_dockerfile(modal_layers(functions[0].image, version)).text
+    for function in functions:
+        same = modal_dockerfile(modal_layers(function.image, version)).text == first
+        rows.append(Row(f"function {function.name} image", "the app's image", "the app's image" if same else "other"))
+        rows.append(Row(f"function {function.name} env", "(none)", _pairs(function.env), expected="(none)"))
+    supported = builder_versions()
+    rows.append(
+        Row(
+            "modal builder version",
+            version if version in supported else f"{version} (this client builds {', '.join(supported)})",
+            app.builder_version or "(not pinned by the app: the workspace's)",
+            expected=version,
+        )
+    )
+    docker_files = source_files_docker(project)
+    modal_files = source_files_modal(project, functions[0].image)
+    rows.append(Row("source files", _files(docker_files, modal_files), _files(modal_files, docker_files)))
+    secret_like = sorted(f for f in docker_files | modal_files if _secret_looking(f))
+    rows.append(Row("secret-looking files shipped", "(none)", ", ".join(secret_like) or "(none)", expected="(none)"))
+    return rows
+
+
+def parity_rows(project: Project) -> list[Row]:
+    """Every row `tandem parity` prints, from the project on disk and the app it ships."""
+    from tandem.env.modal_image import check_builder_version
+
+    check_builder_version(project)
+    app = load_app(project)
+    rows = compare(docker_facts(project), modal_facts(project, app.functions[0].image), project)
+    return rows + app_rows(project, app)
+
+
+def _files(own: set[str], other: set[str]) -> str:
+    only = sorted(own - other)
+    return f"{len(own)} files" + (
+        f", only here: {', '.join(only[:5])}" + (" ..." if len(only) > 5 else "") if only else ""
+    )
+
+
+def _secret_looking(name: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(Path(name).name.lower(), pattern) for pattern in SECRET_LOOKING)
+
+
+def _pairs(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items()) or "(none)"
 
 
 def format_table(rows: list[Row]) -> str:
     headers = ("field", "docker", "modal", "match")
-    table = [(r.field, _short(r.docker), _short(r.modal), "yes" if r.match else "NO") for r in rows]
-    widths = [max(len(str(row[i])) for row in [headers, *table]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]
+    table = [(r.field, _short(r.docker), _short(r.modal), r.status) for r in rows]
+    widths = [max(len(str(row[i])) for row in [headers, *table]) for i in range(3)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers[:3], widths, strict=True)) + "  " + headers[3]]
+    lines.append("  ".join("-" * w for w in widths) + "  -----")
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3] for row in table]
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ _FIELDS = {
     "data_dir": str,
     "runs_dir": str,
     "modal_gpu": str,
+    "modal_builder_version": str,
     "env": dict,
 }
 _OPTIONAL = {"base_image_digest": "", "apt_packages": [], "env": {}}
@@ -42,6 +43,7 @@ class ImageSettings:
     data_dir: str
     runs_dir: str
     modal_gpu: str
+    modal_builder_version: str
     base_image_digest: str = ""
     apt_packages: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class ImageSettings:
             "data_dir": self.data_dir,
             "runs_dir": self.runs_dir,
             "modal_gpu": self.modal_gpu,
+            "modal_builder_version": self.modal_builder_version,
             "env": dict(self.env),
         }
 
@@ -143,6 +146,12 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
             f"{source}: base_image {values['base_image']!r} is Python {tag.group(1)} but python is "
             f"{values['python']!r}; make them agree"
         )
+    _check(
+        re.fullmatch(r"\d{4}\.\d{2}", values["modal_builder_version"]),
+        source,
+        "modal_builder_version",
+        "a Modal image builder version such as '2026.10' (see `modal.Image` docs)",
+    )
     for key in ("workdir", "data_dir", "runs_dir"):
         _check(values[key].startswith("/"), source, key, "an absolute path inside the image")
     for pkg in values["apt_packages"]:
@@ -172,6 +181,7 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         data_dir=values["data_dir"],
         runs_dir=values["runs_dir"],
         modal_gpu=values["modal_gpu"],
+        modal_builder_version=values["modal_builder_version"],
         env=dict(env),
     )
 
