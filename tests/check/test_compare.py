@@ -131,3 +131,13 @@ def test_unreadable_fingerprint_is_a_usage_error(tmp_path):
     (tmp_path / "a.json").write_text("{}")
     with pytest.raises(UsageError, match="not a readable fingerprint"):
         compare_command([str(tmp_path / "a.json"), str(tmp_path / "missing.json")])
+
+
+def test_a_package_loaded_from_outside_the_env_fails_the_comparison():
+    a, b = fingerprint("local"), fingerprint("modal")
+    b["environment"]["distributions"]["locked"]["torch"].update(
+        imported_from="/__modal/deps/torch/__init__.py", shadowed=True
+    )
+    rows = {row.field: row for row in compare_fingerprints([a, b])}
+    assert rows["packages from outside the env"].values == ["(none)", "torch"]
+    assert bad_fields(a, b) == ["packages from outside the env"]

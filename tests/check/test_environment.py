@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 from support import REPO
 from tandem.check.environment import collect_environment, distributions, source_digest
 from tandem.env.settings import load_project
@@ -22,3 +27,42 @@ def test_environment_records_settings_env_and_digest(monkeypatch):
 
 def test_source_digest_is_stable():
     assert source_digest() == source_digest()
+
+
+def test_every_locked_package_records_where_it_imports_from():
+    report = distributions(load_project(REPO))["locked"]
+    torch = report["torch"]
+    assert torch["imported_from"].endswith("site-packages/torch/__init__.py") and torch["shadowed"] is False
+    assert report["certifi"]["imported_from"].endswith("site-packages/certifi/__init__.py")
+    assert not any(entry["shadowed"] for entry in report.values())
+
+
+SHADOW_PROBE = """
+import json, sys
+from tandem.check.environment import check_provenance, distributions
+from tandem.env.settings import load_project
+report = distributions(load_project(sys.argv[1]))["locked"]
+print(json.dumps({"certifi": report["certifi"], "warning": check_provenance({"TANDEM_PROJECT_DIR": sys.argv[1]})}))
+try:
+    check_provenance({"TANDEM_PROJECT_DIR": sys.argv[1], "TANDEM_ENV_DIGEST": "sha256:x"})
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_shadowing_copy_earlier_on_sys_path_is_named(tmp_path):
+    # As a runtime that puts its own dependencies first on sys.path would (e.g. a client's deps folder).
+    shadow = tmp_path / "deps" / "certifi"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("def where(): return ''\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'deps'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run(
+        [sys.executable, "-c", SHADOW_PROBE, str(REPO)], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    first = json.loads(out[0])
+    assert first["certifi"]["shadowed"] is True
+    assert first["certifi"]["imported_from"] == str(shadow / "__init__.py")
+    assert first["warning"].startswith("tandem: warning: locked packages load from outside the environment: ")
+    assert f"certifi from {shadow / '__init__.py'}" in first["warning"]
+    # Inside an image the same finding stops the run.
+    assert out[1].startswith("UsageError locked packages load from outside the environment: certifi from ")

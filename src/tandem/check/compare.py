@@ -43,6 +43,15 @@ def compare_fingerprints(fingerprints: list[dict]) -> list[Row]:
         values = [(x["installed"] or "missing") if x else MISSING for x in entries]
         ok = len(set(values)) == 1 and all(x is None or x["matches_lock"] for x in entries)
         rows.append(Row(f"package {name}", values, ok, "" if ok else "differs or does not match the lock"))
+    shadowed = [sorted(n for n, x in e["distributions"]["locked"].items() if x.get("shadowed")) for e in envs]
+    rows.append(
+        Row(
+            "packages from outside the env",
+            [", ".join(names) or "(none)" for names in shadowed],
+            not any(shadowed),
+            "" if not any(shadowed) else "a copy earlier on sys.path runs instead of the locked one",
+        )
+    )
     for name in sorted({n for e in envs for n in e["distributions"]["not_in_lock"]}):
         values = [e["distributions"]["not_in_lock"].get(name, MISSING) for e in envs]
         rows.append(Row(f"package {name}", values, False, "installed outside the lock"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import shutil
@@ -67,6 +68,7 @@ def distributions(project: Project) -> dict:
             "locked": version,
             "installed": installed.get(name),
             "matches_lock": installed.get(name) is not None and installed[name] in SpecifierSet(f"=={version}"),
+            **import_location(name),
         }
         for name, version in sorted(locked.items())
     }
@@ -74,6 +76,88 @@ def distributions(project: Project) -> dict:
     tooling = {p.name for p in read_lock(project.root / DEV_LOCK)} if (project.root / DEV_LOCK).exists() else set()
     extra = sorted(set(installed) - set(locked) - BOOTSTRAP_TOOLS - tooling - {"tandem"})
     return {"locked": report, "not_in_lock": {name: installed[name] for name in extra}}
+
+
+def import_location(name: str) -> dict:
+    """Where `import <its top-level module>` finds a distribution's code, and whether that is the
+    distribution's own folder: a copy earlier on sys.path (PYTHONPATH, a mounted folder, a runtime's own
+    dependencies) would run instead of the locked one."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return {"imported_from": None, "shadowed": False}
+    home = Path(dist.locate_file("")).resolve()
+    for module in top_level_modules(dist):
+        found = _module_path(module)
+        if found is not None:
+            return {"imported_from": str(found), "shadowed": not found.resolve().is_relative_to(home)}
+    return {"imported_from": None, "shadowed": False}
+
+
+def top_level_modules(dist: importlib.metadata.Distribution) -> list[str]:
+    """The importable top-level names a distribution installs, from its RECORD."""
+    names: dict[str, None] = {}
+    for file in dist.files or []:
+        parts = file.parts
+        if not parts or parts[0] == ".." or parts[0].endswith((".dist-info", ".data")):
+            continue
+        if len(parts) == 1 and file.suffix in (".py", ".so", ".pyd"):
+            names[parts[0].split(".")[0]] = None
+        elif len(parts) > 1 and (parts[-1] == "__init__.py" and len(parts) == 2):
+            names[parts[0]] = None
+    own = canonicalize_name(dist.metadata["Name"] or "").replace("-", "_")
+    return sorted((n for n in names if n.isidentifier()), key=lambda n: n.lower() != own)  # its own name first
+
+
+def _module_path(module: str) -> Path | None:
+    """The file a top-level module would be loaded from (its __init__.py for a package), without importing it."""
+    loaded = sys.modules.get(module)
+    origin = getattr(loaded, "__file__", None) if loaded is not None else None
+    if origin is None:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return None
+        origin = spec.origin if spec is not None and spec.has_location else None
+    return Path(origin) if origin else None
+
+
+def shadowed_packages(fingerprint_distributions: dict) -> dict[str, str]:
+    """Locked package -> the path it is imported from, for each one loaded from outside its own install."""
+    return {
+        name: entry["imported_from"]
+        for name, entry in fingerprint_distributions["locked"].items()
+        if entry.get("shadowed")
+    }
+
+
+def shadowing_problem(project: Project) -> str | None:
+    """One line naming locked packages that import from outside their install, else None."""
+    found = shadowed_packages(distributions(project))
+    if not found:
+        return None
+    listed = ", ".join(f"{name} from {path}" for name, path in sorted(found.items()))
+    return (
+        f"locked packages load from outside the environment: {listed}; remove that folder from "
+        "sys.path (PYTHONPATH, a mounted directory) so the locked versions run"
+    )
+
+
+def check_provenance(environ: dict[str, str] | None = None) -> str | None:
+    """At start-up: a locked package imported from outside the environment stops a run inside an image
+    (UsageError) and is a warning elsewhere (returned). Nothing to check without the project's lock."""
+    from tandem.env.settings import load_project
+    from tandem.errors import UsageError
+
+    environ = os.environ if environ is None else environ
+    try:
+        project = load_project(environ.get("TANDEM_PROJECT_DIR"))
+    except UsageError:
+        return None
+    problem = shadowing_problem(project)
+    if problem and environ.get(DIGEST_VAR):
+        raise UsageError(problem)
+    return f"tandem: warning: {problem}" if problem else None
 
 
 def environment_variables(project: Project) -> dict:

@@ -144,10 +144,12 @@ class Session:
             tqdm.write(" ".join(map(str, args)), **kwargs)
 
     def stale_image_warning(self) -> None:
+        from tandem.check.environment import check_provenance
         from tandem.env.digest import stale_image_warning
 
-        if self.is_main and (warning := stale_image_warning()):
-            print(warning, file=sys.stderr)
+        for warning in (stale_image_warning(), check_provenance()):
+            if self.is_main and warning:
+                print(warning, file=sys.stderr)
 
     def load_data(self) -> ImageData:
         """Rank 0 loads (and downloads) first; the other ranks then read the cached files."""
