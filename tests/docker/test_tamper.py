@@ -6,6 +6,9 @@ import re
 
 import pytest
 
+from support import REPO
+
+REPO_LOCK = REPO / "requirements-modal.txt"
 PACKAGE = "tqdm"  # small, pure Python; its lock entry lists a wheel and an sdist
 HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
@@ -74,3 +77,47 @@ def test_one_tampered_hash_never_builds_from_source(build_builder, context_copy)
         else:
             assert proc.returncode == 0 or re.search(rf"Hash mismatch for `?{PACKAGE}==", proc.stderr), proc.stderr
     assert not built_from_source, f"uv built {PACKAGE} from its sdist when this hash was altered: {built_from_source}"
+
+
+# -----------------------------------------------------------------------------
+# the Modal image installs with the same hash checking (its twin: docker/testing/modal_twin.py)
+
+
+@pytest.fixture
+def twin_install(buildkit_build, standin_build_args, docker_client, tmp_path):
+    """Builds the Modal twin up to its install step with the given lock text; returns the process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("modal_twin", REPO / "docker" / "testing" / "modal_twin.py")
+    twin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twin)
+    context = twin.write_context(tmp_path / "twin", standin_build_args["PYTHON_IMAGE"], standin_build_args["UV_IMAGE"])
+    (lock,) = context.glob(".*_requirements-modal.txt")
+    dockerfile = (context / "Dockerfile").read_text().splitlines()
+    install = next(i for i, line in enumerate(dockerfile) if twin.INSTALL_MARK in line)
+    (context / "Dockerfile").write_text("\n".join(dockerfile[: install + 1]) + "\n")
+    iidfile = tmp_path / "iid"
+
+    def build(text: str):
+        lock.write_text(text)
+        proc = buildkit_build("--iidfile", str(iidfile), context=context, check=False)
+        if iidfile.exists():
+            docker_client.images.remove(iidfile.read_text().strip())
+        return proc
+
+    return build
+
+
+def test_tampered_hash_fails_the_modal_twin_install(twin_install):
+    lock = REPO_LOCK.read_text()
+    entry = lock_entry(lock, PACKAGE)
+    tampered = entry.replace(HASH.findall(entry)[0][-4:], "0000")
+    proc = twin_install(tampered.replace(HASH.findall(entry)[1][-4:], "0000"))
+    assert proc.returncode != 0 and re.search(rf"Hash mismatch for `?{PACKAGE}==", proc.stderr), proc.stderr[-3000:]
+
+
+def test_dependency_missing_from_the_lock_fails_the_modal_twin_install(twin_install):
+    """jinja2 alone: its dependency markupsafe has no hash to check, so it must not install."""
+    proc = twin_install(lock_entry(REPO_LOCK.read_text(), "jinja2"))
+    assert proc.returncode != 0, "the Modal twin installed a dependency that the lock does not hash"
+    assert "Hash-checking is required, but no trusted hash was provided for: `markupsafe`" in proc.stderr
