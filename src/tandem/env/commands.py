@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tandem.env.generate import staleness_diff, write_generated
+from tandem.env.generate import stale_files, staleness_diff, write_generated
 from tandem.env.lockfile import compile_locks, read_lock, stale_locks
 from tandem.env.settings import load_project
+from tandem.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     parser.add_argument(
-        "--project", metavar="DIR", default=None, help="Project root (default: the one this source ships in)."
+        "--project",
+        metavar="DIR",
+        default=None,
+        help="Project root (default: the nearest directory at or above this one with [tool.tandem.image] in pyproject.toml).",
     )
     return parser
 
@@ -56,9 +60,10 @@ def render_command(args) -> int:
         diff = staleness_diff(project)
         if diff:
             sys.stdout.write(diff)
-            print("generated files are stale: run `tandem render` and commit the result", file=sys.stderr)
+            stale = ", ".join(stale_files(project))
+            print(f"stale in {project.root}: {stale}; run `tandem render` and commit the result", file=sys.stderr)
             return 1
-        print("docker/Dockerfile, compose.yaml and compose.cpu.yaml are fresh")
+        print(f"generated files in {project.root} are fresh")
         return 0
     for path in write_generated(project):
         print(f"wrote {path.relative_to(project.root)}")
@@ -66,9 +71,18 @@ def render_command(args) -> int:
 
 
 def parity_command(args) -> int:
-    from tandem.env.parity import compare, docker_facts, format_table, modal_facts
-
     project = load_project(args.project)
+    try:
+        from tandem.env.parity import compare, docker_facts, format_table, modal_facts
+    except ModuleNotFoundError as exc:
+        if exc.name != "dockerfile":
+            raise
+        # The lock leaves it out where PyPI has no wheel for it (Linux arm64).
+        raise UsageError(
+            "parity reads docker/Dockerfile with the `dockerfile` package, which has no wheel for this "
+            "platform: install it with `uv pip install dockerfile` (builds from source; needs Go)"
+        ) from None
+
     rows = compare(docker_facts(project), modal_facts(project))
     print(format_table(rows))
     mismatched = [row.field for row in rows if not row.match]
