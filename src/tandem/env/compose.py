@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tandem.env.dockerfile import UV_IMAGE
+from tandem.env.dockerfile import USER_UID, UV_IMAGE
 from tandem.env.settings import Project
 
 # service -> the tandem command it runs; extra words after `docker compose run SERVICE` are appended.
@@ -43,9 +43,15 @@ def render_compose(project: Project) -> str:
         "  init: true",
         "  shm_size: 8gb",
         "  stop_grace_period: 60s  # SIGTERM makes the trainers checkpoint before they exit",
+        "  # Runs as the owner of ./runs and ./data: the image's user (1000) unless TANDEM_UID/TANDEM_GID",
+        "  # (e.g. in .env) name yours; a uid without an account in the image gets HOME=/tmp for its caches.",
+        f"  user: {q('${TANDEM_UID:-' + str(USER_UID) + '}:${TANDEM_GID:-' + str(USER_UID) + '}')}",
+        "  environment:",
+        "    HOME: /tmp",
+        "  # The same host directories local runs use (TANDEM_DATA_DIR / TANDEM_RUNS_DIR, else ./data and ./runs).",
         "  volumes:",
-        f"    - data:{s.data_dir}",
-        f"    - runs:{s.runs_dir}",
+        f"    - {q('${TANDEM_DATA_DIR:-./data}:' + s.data_dir)}",
+        f"    - {q('${TANDEM_RUNS_DIR:-./runs}:' + s.runs_dir)}",
         "",
         "services:",
     ]
@@ -65,10 +71,6 @@ def render_compose(project: Project) -> str:
                 "              capabilities: [gpu]",
             ]
     lines += [
-        "",
-        "volumes:",
-        "  data:",
-        "  runs:",
         "",
         "secrets:",
         "  ca_bundle:",
