@@ -67,11 +67,13 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tandem(venv):
-    """Runs the installed `tandem` in `cwd` as a user's shell would after activating the venv."""
+    """Runs the installed `tandem` in `cwd` as a user's shell would after activating the venv; uv (for
+    `tandem lock`: host tooling, outside the runtime lock) comes from the environment running the tests."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
-    env |= {"PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "VIRTUAL_ENV": str(venv)}
+    path = [venv / "bin", Path(sys.executable).parent, env.get("PATH", "")]
+    env |= {"PATH": os.pathsep.join(map(str, path)), "VIRTUAL_ENV": str(venv)}
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         return subprocess.run(["tandem", *args], cwd=cwd, env=env, capture_output=True, text=True)
@@ -87,9 +89,11 @@ def test_the_installed_wheel_is_what_runs(venv, project):
     assert Path(where).is_relative_to(venv / "lib") and not (project / "src").exists()
 
 
-def test_render_check_and_parity_pass_in_the_copy(tandem, project):
+def test_render_lock_and_parity_checks_pass_in_the_copy(tandem, project):
     done = tandem("render", "--check", cwd=project / "docker")
     assert (done.returncode, done.stdout) == (0, f"generated files in {project} are fresh\n"), done.stderr
+    done = tandem("lock", "--check", cwd=project)
+    assert (done.returncode, done.stdout) == (0, "locks are fresh\n"), done.stderr
     done = tandem("parity", cwd=project)
     assert done.returncode == 0 and done.stdout.endswith("parity ok: 17 fields match\n"), done.stdout + done.stderr
 
