@@ -8,7 +8,6 @@ import sys
 from tandem.env.generate import stale_files, staleness_diff, write_generated
 from tandem.env.lockfile import compile_locks, read_lock, stale_locks
 from tandem.env.settings import load_project
-from tandem.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +62,7 @@ def render_command(args) -> int:
             stale = ", ".join(stale_files(project))
             print(f"stale in {project.root}: {stale}; run `tandem render` and commit the result", file=sys.stderr)
             return 1
-        print(f"generated files in {project.root} are fresh")
+        print("docker/Dockerfile, compose.yaml and compose.cpu.yaml are fresh")
         return 0
     for path in write_generated(project):
         print(f"wrote {path.relative_to(project.root)}")
@@ -71,18 +70,9 @@ def render_command(args) -> int:
 
 
 def parity_command(args) -> int:
-    project = load_project(args.project)
-    try:
-        from tandem.env.parity import compare, docker_facts, format_table, modal_facts
-    except ModuleNotFoundError as exc:
-        if exc.name != "dockerfile":
-            raise
-        # The lock leaves it out where PyPI has no wheel for it (Linux arm64).
-        raise UsageError(
-            "parity reads docker/Dockerfile with the `dockerfile` package, which has no wheel for this "
-            "platform: install it with `uv pip install dockerfile` (builds from source; needs Go)"
-        ) from None
+    from tandem.env.parity import compare, docker_facts, format_table, modal_facts
 
+    project = load_project(args.project)
     rows = compare(docker_facts(project), modal_facts(project))
     print(format_table(rows))
     mismatched = [row.field for row in rows if not row.match]

@@ -9,7 +9,6 @@ from tandem.env.settings import LOCK, Project
 UV_IMAGE = "ghcr.io/astral-sh/uv"
 VENV = "/opt/venv"
 USER = "tandem"
-USER_UID = 1000  # compose.yaml runs as this uid unless told the host user's
 # Files copied into the image's working directory last, so a source edit never rebuilds dependencies.
 SOURCE_FILES = ("pyproject.toml", LOCK)
 SOURCE_DIR = "src"
@@ -51,7 +50,7 @@ def render(project: Project) -> str:
             "RUN apt-get update && apt-get install -y " + " ".join(s.apt_packages) + " && rm -rf /var/lib/apt/lists/*"
         )
     lines += [
-        f"RUN useradd --create-home --uid {USER_UID} --user-group {USER} \\",
+        f"RUN useradd --create-home --uid 1000 --user-group {USER} \\",
         f"    && mkdir -p {s.workdir} {s.data_dir} {s.runs_dir} \\",
         f"    && chown {USER}:{USER} {s.data_dir} {s.runs_dir}",
         f"COPY --from=builder {VENV} {VENV}",

@@ -13,9 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dockerfile
-
 from tandem.env.lockfile import file_sha256
+from tandem.errors import UsageError
+
+try:
+    import dockerfile
+except ModuleNotFoundError:  # the lock leaves it out where PyPI has no wheel of it (Linux arm64)
+    raise UsageError(
+        "tandem parity reads Dockerfiles with the `dockerfile` package, which is not installed here: "
+        "install it with `uv pip install dockerfile` (builds from source; needs Go)"
+    ) from None
 
 # Variables the Docker layout needs for its venv; the Modal image installs into its system Python instead.
 LAYOUT_ENV = ("VIRTUAL_ENV", "PATH")
