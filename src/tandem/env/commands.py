@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tandem.env.generate import stale_files, staleness_diff, write_generated
+from tandem.env.generate import generated_files, staleness_diff, write_generated
 from tandem.env.lockfile import compile_locks, read_lock, stale_locks
 from tandem.env.settings import load_project
 
@@ -59,7 +59,10 @@ def render_command(args) -> int:
         diff = staleness_diff(project)
         if diff:
             sys.stdout.write(diff)
-            stale = ", ".join(stale_files(project))
+            files = generated_files(project).items()
+            stale = ", ".join(
+                str(p.relative_to(project.root)) for p, text in files if not p.is_file() or p.read_text() != text
+            )
             print(f"stale in {project.root}: {stale}; run `tandem render` and commit the result", file=sys.stderr)
             return 1
         print("docker/Dockerfile, compose.yaml and compose.cpu.yaml are fresh")

@@ -28,15 +28,6 @@ def write_generated(project: Project) -> list[Path]:
     return list(files)
 
 
-def stale_files(project: Project) -> list[str]:
-    """The generated files (relative to the project) that a fresh render would change."""
-    return [
-        str(path.relative_to(project.root))
-        for path, fresh in generated_files(project).items()
-        if not path.is_file() or path.read_text() != fresh
-    ]
-
-
 def staleness_diff(project: Project) -> str:
     """A unified diff from the files on disk to a fresh render; empty when all are fresh."""
     chunks = []
