@@ -17,10 +17,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TESTING = REPO / "docker" / "testing"
 CA_BUNDLE = Path(os.environ.get("TANDEM_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
-# One compose project for every test, so its volumes are the tests' own and go away at the end.
+# One compose project for every test, so its containers and images are the tests' own.
 COMPOSE_PROJECT = "tandem-test"
 COMPOSE_FILES = ("compose.yaml", "compose.cpu.yaml")  # no GPU runtime on test machines
-RUNS_VOLUME = f"{COMPOSE_PROJECT}_runs"
+# The containers run as a host user who is not the image's (uid 1000): as root, a made-up one.
+HOST_UID = 4321 if os.geteuid() == 0 else os.getuid()
 # What `docker build` needs of the project; the rest of the repo stays out of context copies.
 CONTEXT_FILES = ("pyproject.toml", "requirements-modal.txt", ".dockerignore", "docker/Dockerfile")
 
@@ -85,9 +86,30 @@ def buildkit_build(docker_engine):
 
 
 @pytest.fixture(scope="session")
-def compose_env(standin_build_args) -> dict[str, str]:
-    """The environment compose.yaml reads: the stand-in base images and, when there is one, the CA bundle."""
+def compose_dirs(tmp_path_factory) -> dict[str, Path]:
+    """The host's runs and data directories for the compose services, owned by HOST_UID (mode 755)."""
+    root = tmp_path_factory.mktemp("compose")
+    dirs = {"runs": root / "runs", "data": root / "data"}
+    for path in dirs.values():
+        path.mkdir()
+        if os.geteuid() == 0:
+            os.chown(path, HOST_UID, HOST_UID)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def compose_runs(compose_dirs) -> Path:
+    """Where `docker compose run` leaves what it writes to /runs: a directory on this machine."""
+    return compose_dirs["runs"]
+
+
+@pytest.fixture(scope="session")
+def compose_env(standin_build_args, compose_dirs) -> dict[str, str]:
+    """The environment compose.yaml reads: the stand-in base images, the host's runs and data directories
+    and their owner, and, when there is one, the CA bundle."""
     env = dict(os.environ) | {f"TANDEM_{key}": value for key, value in standin_build_args.items()}
+    env |= {"TANDEM_RUNS_DIR": str(compose_dirs["runs"]), "TANDEM_DATA_DIR": str(compose_dirs["data"])}
+    env |= {"TANDEM_UID": str(HOST_UID), "TANDEM_GID": str(HOST_UID)}
     if CA_BUNDLE.is_file():
         env["TANDEM_CA_BUNDLE"] = str(CA_BUNDLE)
     return env
@@ -112,7 +134,7 @@ def compose(compose_env):
 
 @pytest.fixture(scope="session")
 def compose_image(compose, docker_client) -> str:
-    """`docker compose build`, once per session, with fresh volumes; the image every service runs."""
+    """`docker compose build`, once per session; the image every service runs."""
     compose("down", "--volumes", "--remove-orphans")
     compose("build")
     yield "tandem:local"
@@ -124,22 +146,9 @@ def compose_image(compose, docker_client) -> str:
             docker_client.images.remove(image.id)
 
 
-@pytest.fixture(scope="session")
-def runs_volume(docker_client, standin_build_args, compose_image):
-    """Copies a path out of the compose runs volume: fetch("fingerprints/docker.json", dest_dir) -> local path."""
-
-    def fetch(path: str, dest: Path) -> Path:
-        return copy_out(
-            docker_client, standin_build_args["PYTHON_IMAGE"], f"/runs/{path}", dest, {RUNS_VOLUME: "/runs"}
-        )
-
-    return fetch
-
-
-def copy_out(client, image: str, path: str, dest: Path, volumes: dict[str, str] | None = None) -> Path:
-    """A file or folder from a throwaway container of `image` (volumes: name -> mount point), into dest."""
-    binds = {name: {"bind": where, "mode": "ro"} for name, where in (volumes or {}).items()}
-    container = client.containers.create(image, volumes=binds)
+def copy_out(client, image: str, path: str, dest: Path) -> Path:
+    """A file or folder from a throwaway container of `image`, into dest."""
+    container = client.containers.create(image)
     try:
         return copy_from_container(container, path, dest)
     finally:
@@ -217,10 +226,10 @@ def local_fingerprint(fingerprint_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def docker_fingerprint(compose, runs_volume, fingerprint_dir) -> Path:
+def docker_fingerprint(compose, compose_image, compose_runs) -> Path:
     """`docker compose run --rm check`: the service's own command writes /runs/fingerprints/docker.json."""
     compose("run", "--rm", "check")
-    return runs_volume("fingerprints/docker.json", fingerprint_dir)
+    return compose_runs / "fingerprints" / "docker.json"
 
 
 @pytest.fixture(scope="session")

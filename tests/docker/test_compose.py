@@ -1,5 +1,6 @@
 """compose.yaml for real (CPU override, stand-in base images): the image builds, `check` in it matches this
-machine's fingerprint, and both trainers leave their outputs in the runs volume."""
+machine's fingerprint, and both trainers leave their outputs in the host's runs directory, owned by the
+host user."""
 
 from __future__ import annotations
 
@@ -29,26 +30,28 @@ def test_docker_fingerprint_matches_local(compare, local_fingerprint, docker_fin
 
 
 @pytest.fixture(scope="module")
-def dit_run(compose, runs_volume, tmp_path_factory):
+def dit_run(compose, compose_image, compose_runs):
     compose(
         "run", "--rm", "train-dit",
         "--run-name", "compose-dit", "--steps", "30", "--batch-size", "32", "--sample-every", "0",
         "--samples-per-class", "2", "--sample-steps", "4", "--checkpoint-every", "0",
     )  # fmt: skip
-    return runs_volume("compose-dit", tmp_path_factory.mktemp("runs"))
+    return compose_runs / "compose-dit"
 
 
 @pytest.fixture(scope="module")
-def classifier_run(compose, runs_volume, tmp_path_factory):
+def classifier_run(compose, compose_image, compose_runs):
     compose("run", "--rm", "train-classifier", "--run-name", "compose-classifier", "--epochs", "1", "--width", "16")
-    return runs_volume("compose-classifier", tmp_path_factory.mktemp("runs"))
+    return compose_runs / "compose-classifier"
 
 
 @pytest.mark.parametrize("run", ["dit_run", "classifier_run"])
-def test_training_leaves_checkpoint_and_metrics_in_the_runs_volume(request, run):
+def test_training_leaves_checkpoint_and_metrics_in_the_runs_directory(request, run, compose_env):
     run_dir = request.getfixturevalue(run)
     checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
     assert checkpoints, f"no checkpoint in {run_dir}"
+    owner = int(compose_env["TANDEM_UID"])  # not the image's uid 1000: the host user's files
+    assert {path.stat().st_uid for path in (run_dir, *checkpoints)} == {owner}
     state = load_checkpoint(checkpoints[-1])  # checks the stored content digest too
     assert state["model"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -15,11 +15,11 @@ PLANTED_IMAGE = "tandem-test/planted-package:latest"
 
 
 def test_env_var_set_only_in_compose_is_named(
-    compose, runs_volume, compare, differing_fields, local_fingerprint, tmp_path
+    compose, compose_image, compose_runs, compare, differing_fields, local_fingerprint
 ):
     out = "fingerprints/planted-env.json"
     compose("run", "--rm", "-e", "OMP_NUM_THREADS=1", "check", "--label", "planted-env", "--out", f"/runs/{out}")
-    planted = runs_volume(out, tmp_path)
+    planted = compose_runs / out
     code, report = compare(local_fingerprint, planted)
     assert code == 1
     assert "env OMP_NUM_THREADS" in report
@@ -71,13 +71,13 @@ def planted_package_image(buildkit_build, standin_build_args, compose_image, rem
 
 
 def test_package_installed_only_in_the_container_is_named(
-    compose, runs_volume, compare, differing_fields, local_fingerprint, planted_package_image, tmp_path
+    compose, compose_image, compose_runs, compare, differing_fields, local_fingerprint, planted_package_image
 ):
     out = "fingerprints/planted-package.json"
     compose(
         "run", "--rm", "check", "--label", "planted-package", "--out", f"/runs/{out}", files=(planted_package_image,)
     )
-    planted = runs_volume(out, tmp_path / "out")
+    planted = compose_runs / out
     code, report = compare(local_fingerprint, planted)
     assert code == 1
     assert f"package {PLANTED_PACKAGE}" in report

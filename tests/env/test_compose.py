@@ -4,27 +4,67 @@ import subprocess
 import pytest
 
 from support import edit
-from tandem.env.compose import GPU_SERVICES, SERVICES, render_compose, render_compose_cpu
+from tandem.env.compose import render_compose, render_compose_cpu
 from tandem.env.settings import load_project
 
+SERVICE_BLOCK = """\
+x-service: &service
+  image: tandem:local
+  build: *build
+  init: true
+  shm_size: 8gb
+  stop_grace_period: 60s  # SIGTERM makes the trainers checkpoint before they exit
+  # Runs as the owner of ./runs and ./data: the image's user (1000) unless TANDEM_UID/TANDEM_GID
+  # (e.g. in .env) name yours; a uid without an account in the image gets HOME=/tmp for its caches.
+  user: "${TANDEM_UID:-1000}:${TANDEM_GID:-1000}"
+  environment:
+    HOME: /tmp
+  # The same host directories local runs use (TANDEM_DATA_DIR / TANDEM_RUNS_DIR, else ./data and ./runs).
+  volumes:
+    - "${TANDEM_DATA_DIR:-./data}:/data"
+    - "${TANDEM_RUNS_DIR:-./runs}:/runs"
 
-def test_services_volumes_and_gpu(project):
+services:
+"""
+GPU_RESERVATION = """\
+    deploy:
+      resources:
+        reservations:
+          devices:
+            - driver: nvidia
+              count: all
+              capabilities: [gpu]
+"""
+
+
+def test_runs_and_data_are_host_directories_written_as_the_host_user(project):
     text = render_compose(project)
-    for name in SERVICES:
-        assert f"  {name}:\n" in text
-    assert "    - data:/data\n" in text and "    - runs:/runs\n" in text
-    assert text.count("driver: nvidia") == len(GPU_SERVICES)
+    assert SERVICE_BLOCK in text
+    assert "\nvolumes:" not in text  # no named volume: what a run writes is in ./runs on the host
+
+
+def test_every_service_reserves_the_gpu(project):
+    text = render_compose(project)
+    for name, command in [
+        ("train-classifier", '["python", "-m", "tandem", "train", "classifier"]'),
+        ("train-dit", '["python", "-m", "tandem", "train", "dit"]'),
+        ("check", '["python", "-m", "tandem", "check"]\n    command: ["--label", "docker"]'),
+    ]:
+        assert f"  {name}:\n    <<: *service\n    entrypoint: {command}\n{GPU_RESERVATION}" in text
+    assert text.count("driver: nvidia") == 3
     assert "target: runtime" in text and "dockerfile: docker/Dockerfile" in text
 
 
 def test_mount_points_follow_settings(project_dir):
     edit(project_dir / "pyproject.toml", 'runs_dir = "/runs"', 'runs_dir = "/outputs"')
-    assert "    - runs:/outputs\n" in render_compose(load_project(project_dir))
+    assert '    - "${TANDEM_RUNS_DIR:-./runs}:/outputs"\n' in render_compose(load_project(project_dir))
 
 
 def test_cpu_override_resets_every_gpu_reservation():
-    text = render_compose_cpu()
-    assert text.count("deploy: !reset {}") == len(GPU_SERVICES)
+    assert render_compose_cpu().endswith(
+        "services:\n  train-classifier:\n    deploy: !reset {}\n  train-dit:\n    deploy: !reset {}\n"
+        "  check:\n    deploy: !reset {}\n"
+    )
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="docker CLI not installed")

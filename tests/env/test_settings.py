@@ -1,7 +1,7 @@
 import pytest
 
 from support import REPO
-from tandem.env.settings import load_project, parse_settings
+from tandem.env.settings import default_root, load_project, parse_settings
 from tandem.errors import UsageError
 
 VALID = load_project(REPO).settings.as_dict()
@@ -63,3 +63,42 @@ def test_missing_settings_file_and_table(tmp_path, project_dir):
     pyproject.write_text(pyproject.read_text().replace("[tool.tandem.image", "[tool.other.image"))
     with pytest.raises(UsageError, match=r"has no \[tool.tandem.image\] table"):
         load_project(project_dir)
+
+
+@pytest.fixture
+def no_project_env(monkeypatch):
+    monkeypatch.delenv("TANDEM_PROJECT_DIR", raising=False)
+
+
+def test_the_project_is_found_from_a_subdirectory(project_dir, monkeypatch, no_project_env):
+    deep = project_dir / "src" / "tandem"
+    monkeypatch.chdir(deep)
+    assert load_project().root == project_dir.resolve()
+
+
+def test_a_pyproject_without_the_table_is_passed_over(project_dir, monkeypatch, no_project_env):
+    nested = project_dir / "vendor" / "other"
+    nested.mkdir(parents=True)
+    (nested / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    monkeypatch.chdir(nested)
+    assert default_root() == project_dir.resolve()
+
+
+def test_outside_any_project_one_line_says_how_to_fix(tmp_path, monkeypatch, no_project_env):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as err:
+        load_project()
+    message = str(err.value)
+    assert message.startswith(f"no tandem project in {tmp_path.resolve()} or above")
+    assert message.endswith("cd into the project or pass --project DIR") and "\n" not in message
+
+
+def test_tandem_project_dir_wins_over_the_current_directory(project_dir, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(project_dir)
+    monkeypatch.setenv("TANDEM_PROJECT_DIR", str(other))
+    with pytest.raises(UsageError, match=f"TANDEM_PROJECT_DIR={other} holds no pyproject.toml"):
+        default_root()
+    monkeypatch.setenv("TANDEM_PROJECT_DIR", str(REPO))
+    assert load_project().root == REPO

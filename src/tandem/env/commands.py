@@ -30,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     parser.add_argument(
-        "--project", metavar="DIR", default=None, help="Project root (default: the one this source ships in)."
+        "--project",
+        metavar="DIR",
+        default=None,
+        help="Project root (default: the nearest directory at or above this one with [tool.tandem.image] in pyproject.toml).",
     )
     return parser
 
@@ -56,7 +59,11 @@ def render_command(args) -> int:
         diff = staleness_diff(project)
         if diff:
             sys.stdout.write(diff)
-            print("generated files are stale: run `tandem render` and commit the result", file=sys.stderr)
+            files = generated_files(project).items()
+            stale = ", ".join(
+                str(p.relative_to(project.root)) for p, text in files if not p.is_file() or p.read_text() != text
+            )
+            print(f"stale in {project.root}: {stale}; run `tandem render` and commit the result", file=sys.stderr)
             return 1
         print(
             "generated files are fresh: "

@@ -13,9 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dockerfile
-
 from tandem.env.lockfile import file_sha256
+from tandem.errors import UsageError
+
+try:
+    import dockerfile
+except ModuleNotFoundError:  # the lock leaves it out where PyPI has no wheel of it (Linux arm64)
+    raise UsageError(
+        "tandem parity reads Dockerfiles with the `dockerfile` package, which is not installed here: "
+        "install it with `uv pip install dockerfile` (builds from source; needs Go)"
+    ) from None
 
 # RUN commands that only keep apt's cache out of a layer or make the venv the install goes into; every
 # other RUN is reported, so a command added on one side shows.

@@ -89,11 +89,32 @@ class Project:
         return self.root / "docker" / "Dockerfile"
 
 
-def default_root() -> Path:
-    """The project the running source ships with: `TANDEM_PROJECT_DIR`, else two levels above the package."""
+def default_root(start: Path | None = None) -> Path:
+    """The project a command works on when no --project is given: `TANDEM_PROJECT_DIR` (the images set it),
+    else the nearest directory at or above `start` (the current one) whose pyproject.toml has a
+    [tool.tandem.image] table, the way uv, ruff and pytest find theirs."""
     if env := os.environ.get("TANDEM_PROJECT_DIR"):
+        if not (Path(env) / PYPROJECT).is_file():
+            raise UsageError(f"TANDEM_PROJECT_DIR={env} holds no {PYPROJECT}; point it at a tandem project or unset it")
         return Path(env)
-    return Path(__file__).resolve().parents[3]
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if _declares_settings(directory / PYPROJECT):
+            return directory
+    raise UsageError(
+        f"no tandem project in {here} or above (no {PYPROJECT} with a {SECTION} table); "
+        "cd into the project or pass --project DIR"
+    )
+
+
+def _declares_settings(pyproject: Path) -> bool:
+    if not pyproject.is_file():
+        return False
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{pyproject}: not valid TOML ({exc}); fix the syntax") from None
+    return isinstance(data.get("tool", {}).get("tandem", {}).get("image"), dict)
 
 
 def load_project(root: str | Path | None = None) -> Project:
