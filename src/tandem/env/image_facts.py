@@ -97,6 +97,8 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
                     local = resolve(src)
                     target = dest if not dest.endswith("/") else posixpath.join(dest, posixpath.basename(src))
                     if local is not None and local.resolve() == source_dir.resolve() and stage is final:
+                        if not local.is_dir():
+                            continue  # not there to copy: reported as missing, as on the Modal side
                         facts.source_dir = target.rstrip("/")
                         facts.source_after_deps = deps_at is not None and index > deps_at
                     elif local is not None and local.is_file():

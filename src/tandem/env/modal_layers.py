@@ -74,10 +74,10 @@ def modal_layers(image: modal.Image, builder_version: str) -> list[ModalLayer]:
 
 
 def mount_files(mount) -> list[tuple[Path, str]]:
-    """Every (local file, remote path) the mount would upload, with its ignore rules applied."""
-    return sorted(
-        (Path(local), str(remote)) for entry in mount._entries for local, remote in entry.get_files_to_upload()
-    )
+    """Every (local file, remote path) the mount would upload, with its ignore rules applied (a folder that
+    is not there uploads nothing here; Modal would stop at start-up)."""
+    entries = [e for e in mount._entries if Path(getattr(e, "local_dir", None) or e.local_file).exists()]
+    return sorted((Path(local), str(remote)) for entry in entries for local, remote in entry.get_files_to_upload())
 
 
 def app_functions(app: modal.App) -> list[ModalFunction]:

@@ -206,13 +206,19 @@ def compare(docker: ImageFacts, modal: ImageFacts, project: Project) -> list[Row
         Row("HOME", docker.home, modal.home),
         Row("workdir", docker.workdir, modal.workdir),
         Row("source location", docker.source_dir or "(missing)", modal.source_dir or "(missing)"),
-        Row("source after deps", str(docker.source_after_deps), str(modal.source_after_deps), expected="True"),
+        _source_order(docker, modal),
     ]
     for row in rows:
         docker_value, modal_value, why = accepted(project).get(row.field, (None, None, None))
         if (row.docker, row.modal) == (docker_value, modal_value):
             row.reason = why
     return rows
+
+
+def _source_order(docker: ImageFacts, modal: ImageFacts) -> Row:
+    if not docker.source_dir and not modal.source_dir:  # a project without src/: nothing to order
+        return Row("source after deps", "(no source)", "(no source)")
+    return Row("source after deps", str(docker.source_after_deps), str(modal.source_after_deps), expected="True")
 
 
 def app_rows(project: Project, app: LoadedApp) -> list[Row]:
