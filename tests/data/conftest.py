@@ -1,22 +1,22 @@
-"""Writers for tiny files in the real dataset formats, and a fixture that publishes them at file:// URLs."""
+"""Writers for tiny files in the real dataset formats, and a fixture that publishes them over HTTP on loopback."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import io
 import pickle
 import struct
 import tarfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from tandem.data import sources
-from tandem.data.download import RemoteFile
 
 IDX_TYPE_BYTES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
 
@@ -90,18 +90,53 @@ def make():
 
 @pytest.fixture
 def publish(tmp_path, monkeypatch):
-    """publish(name, {filename: bytes}) serves the files at file:// URLs and points SOURCES[name] at them,
-    with their real md5s. Returns the folder they are served from."""
+    """publish(name, {filename: bytes}) serves the files over HTTP on 127.0.0.1 and points torchvision's
+    class for that dataset at them, with their real md5s (the only change: where the files come from).
+    Returns the folder they are served from."""
+    from torchvision import datasets
+
     served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
 
     def publish_(name: str, files: dict[str, bytes]) -> Path:
-        remotes = []
+        folder = served / name
+        folder.mkdir(parents=True, exist_ok=True)
         for filename, content in files.items():
-            path = served / name / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-            remotes.append(RemoteFile(path.as_uri(), hashlib.md5(content).hexdigest()))
-        monkeypatch.setitem(sources.SOURCES, name, tuple(remotes))
-        return served / name
+            (folder / filename).write_bytes(content)
+        md5s = {filename: hashlib.md5(content).hexdigest() for filename, content in files.items()}
+        if name == "cifar10":
+            cls = datasets.CIFAR10
+            (filename,) = files
+            monkeypatch.setattr(cls, "url", f"{base}/{name}/{filename}")
+            monkeypatch.setattr(cls, "tgz_md5", md5s[filename])
+            members = tar_member_md5s(files[filename])
+            monkeypatch.setattr(cls, "train_list", [[n, members.get(n, "")] for n, _ in cls.train_list])
+            monkeypatch.setattr(cls, "test_list", [[n, members.get(n, "")] for n, _ in cls.test_list])
+            monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": members.get("batches.meta", "")})
+        else:
+            cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+            monkeypatch.setattr(cls, "mirrors", [f"{base}/{name}/"])
+            monkeypatch.setattr(cls, "resources", list(md5s.items()))
+        return folder
 
-    return publish_
+    yield publish_
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def tar_member_md5s(tarball: bytes) -> dict[str, str]:
+    if tarball[:2] != b"\x1f\x8b":  # not a gzip: a test serving a damaged download
+        return {}
+    with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
+        return {
+            m.name.rsplit("/", 1)[-1]: hashlib.md5(tar.extractfile(m).read()).hexdigest() for m in tar if m.isfile()
+        }

@@ -69,64 +69,6 @@ def test_image_size_resizes_and_keeps_uint8(digits, tmp_path):
     assert abs(mean(big.train_images) - mean(digits.train_images)) < 2
 
 
-@pytest.mark.parametrize("name, flip_expected", [("mnist", False), ("fashion-mnist", False)])
-def test_idx_datasets_download_verify_and_parse(tmp_path, make, publish, name, flip_expected):
-    arrays = make.tiny_idx_dataset(n_train=12, n_test=5)
-    served = publish(name, make.idx_gz_files(arrays))
-    data = load_dataset(name, tmp_path / "data")
-    assert data.flip is flip_expected and data.num_classes == 10
-    assert data.train_images.shape == (12, 1, 28, 28) and data.test_images.shape == (5, 1, 28, 28)
-    assert data.train_images.dtype == torch.uint8 and data.train_labels.dtype == torch.int64
-    assert torch.equal(data.train_images[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte.gz"]))
-    assert torch.equal(data.test_labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte.gz"]).long())
-    assert sorted(p.name for p in (tmp_path / "data" / name).iterdir()) == sorted(arrays)
-
-    # With the files cached and verified, the source is never touched again.
-    for path in served.iterdir():
-        path.unlink()
-    assert torch.equal(load_dataset(name, tmp_path / "data").train_images, data.train_images)
-
-
-def test_fashion_mnist_class_names(tmp_path, make, publish):
-    publish("fashion-mnist", make.idx_gz_files(make.tiny_idx_dataset()))
-    names = load_dataset("fashion-mnist", tmp_path).class_names
-    assert names[0] == "T-shirt/top" and names[9] == "Ankle boot" and len(names) == 10
-
-
-def test_a_corrupt_cached_file_is_fetched_again(tmp_path, make, publish):
-    files = make.idx_gz_files(make.tiny_idx_dataset())
-    publish("mnist", files)
-    cached = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
-    cached.parent.mkdir()
-    cached.write_bytes(files[cached.name][:50])  # a download cut short
-    data = load_dataset("mnist", tmp_path)
-    assert cached.read_bytes() == files[cached.name]
-    assert data.test_images.shape == (5, 1, 28, 28)
-
-
-def test_a_download_with_the_wrong_checksum_is_refused(tmp_path, make, publish, monkeypatch):
-    from tandem.data import sources
-
-    publish("cifar10", {"cifar-10-python.tar.gz": b"not the real tarball"})
-    (remote,) = sources.SOURCES["cifar10"]
-    monkeypatch.setitem(sources.SOURCES, "cifar10", (type(remote)(remote.url, "c58f30108f718f92721af3b95e74349a"),))
-    with pytest.raises(UsageError, match=r"cifar-10-python\.tar\.gz .* expected c58f30108f718f92721af3b95e74349a"):
-        load_dataset("cifar10", tmp_path)
-    assert not (tmp_path / "cifar10" / "cifar-10-python.tar.gz").exists()
-
-
-def test_cifar10_download_and_parse(tmp_path, make, publish):
-    batches = make.tiny_cifar(per_batch=4)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    publish("cifar10", {"cifar-10-python.tar.gz": make.cifar_tar_bytes(batches, classes)})
-    data = load_dataset("cifar10", tmp_path)
-    assert data.flip and data.class_names == classes
-    assert data.image_shape == (3, 32, 32) and len(data.train_labels) == 20 and len(data.test_labels) == 4
-    assert torch.equal(data.test_images, torch.from_numpy(batches["test_batch"][0]))
-    small = load_dataset("cifar10", tmp_path, image_size=16)
-    assert small.image_shape == (3, 16, 16) and small.train_images.dtype == torch.uint8
-
-
 COLORS = {"cat": (200, 10, 10), "dog": (10, 200, 10), "owl": (10, 10, 200)}
 
 

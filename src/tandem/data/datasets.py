@@ -3,9 +3,9 @@
 Splits never depend on the run's seed, so every run of a dataset is scored on the same test set:
   digits         scikit-learn's bundled 8x8 digits (1,797 images, offline): a stratified split with
                  train_test_split(test_size=360, random_state=0), 1,437 train / 360 test
-  mnist          the published 60,000 train / 10,000 test files
-  fashion-mnist  the published 60,000 train / 10,000 test files
-  cifar10        the published 50,000 train / 10,000 test batches
+  mnist          the published 60,000 train / 10,000 test files (downloaded by torchvision)
+  fashion-mnist  the published 60,000 train / 10,000 test files (downloaded by torchvision)
+  cifar10        the published 50,000 train / 10,000 test batches (downloaded by torchvision)
   imagefolder    <folder>/train and <folder>/test when both exist, else a stratified 80/20 split of
                  <folder>/<class>/* with random_state=0
   synthetic      seeded uniform noise and labels for benchmarks: synthetic_size train, 1/8 of that test
@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tandem.data import formats
-from tandem.data.download import fetch
-from tandem.data.sources import SOURCES
+from tandem.data import folders, published
+from tandem.data.published import LabelledImages
 from tandem.errors import UsageError
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
@@ -32,9 +31,6 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "ima
 SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
 IMAGEFOLDER_TEST_FRACTION = 0.2
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
 
 
 @dataclass
@@ -122,7 +118,7 @@ def _image_data(name, train, test, class_names, flip) -> ImageData:
     )
 
 
-def _split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[formats.LabelledImages, ...]:
+def _split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[LabelledImages, ...]:
     """A seed-fixed split with n_test test images, stratified when every class can appear on both sides."""
     from sklearn.model_selection import train_test_split  # imported on use: slow, and only two datasets split
 
@@ -137,8 +133,8 @@ def _split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[formats
     )
     train, test = np.sort(train), np.sort(test)  # keep the source order within each split
     return (
-        formats.LabelledImages(images[train], labels[train]),
-        formats.LabelledImages(images[test], labels[test]),
+        LabelledImages(images[train], labels[train]),
+        LabelledImages(images[test], labels[test]),
     )
 
 
@@ -152,26 +148,23 @@ def _load_digits(_: Path) -> ImageData:
     return _image_data("digits", train, test, [str(d) for d in range(10)], flip=False)
 
 
-def _idx_loader(name: str, class_names: list[str]) -> Callable[[Path], ImageData]:
+def _idx_loader(name: str) -> Callable[[Path], ImageData]:
     def load(folder: Path) -> ImageData:
-        paths = {f.filename: fetch(f, folder) for f in SOURCES[name]}
-        train = formats.read_idx_pair(paths["train-images-idx3-ubyte.gz"], paths["train-labels-idx1-ubyte.gz"])
-        test = formats.read_idx_pair(paths["t10k-images-idx3-ubyte.gz"], paths["t10k-labels-idx1-ubyte.gz"])
+        train, test, class_names = published.load_idx(name, folder)
         return _image_data(name, train, test, class_names, flip=False)  # mirrored glyphs are other glyphs
 
     return load
 
 
 def _load_cifar10(folder: Path) -> ImageData:
-    (remote,) = SOURCES["cifar10"]
-    train, test, class_names = formats.read_cifar10(fetch(remote, folder))
+    train, test, class_names = published.load_cifar10(folder)
     return _image_data("cifar10", train, test, class_names, flip=True)
 
 
 LOADERS: dict[str, Callable[[Path], ImageData]] = {
     "digits": _load_digits,
-    "mnist": _idx_loader("mnist", [str(d) for d in range(10)]),
-    "fashion-mnist": _idx_loader("fashion-mnist", FASHION_MNIST_CLASSES),
+    "mnist": _idx_loader("mnist"),
+    "fashion-mnist": _idx_loader("fashion-mnist"),
     "cifar10": _load_cifar10,
 }
 
@@ -188,15 +181,15 @@ def _load_imagefolder(folder: str | Path | None, data_dir: Path, image_size: int
         raise UsageError(f"image folder {folder} not found here or in {data_dir}; pass an existing folder")
 
     if (root / "train").is_dir() and (root / "test").is_dir():
-        class_names = formats.class_folders(root / "train")
-        unknown = sorted(set(formats.class_folders(root / "test")) - set(class_names))
+        class_names = folders.class_folders(root / "train")
+        unknown = sorted(set(folders.class_folders(root / "test")) - set(class_names))
         if unknown:
             raise UsageError(f"{root}/test has classes missing from {root}/train: {', '.join(unknown)}")
-        train = formats.read_image_folder(root / "train", image_size, class_names)
-        test = formats.read_image_folder(root / "test", image_size, class_names)
+        train = folders.read_image_folder(root / "train", image_size, class_names)
+        test = folders.read_image_folder(root / "test", image_size, class_names)
     else:
-        class_names = formats.class_folders(root)
-        everything = formats.read_image_folder(root, image_size, class_names)
+        class_names = folders.class_folders(root)
+        everything = folders.read_image_folder(root, image_size, class_names)
         if len(everything.labels) < 2:
             raise UsageError(f"{root} needs at least two images in class sub-folders (<class>/<image>)")
         n_test = max(1, round(IMAGEFOLDER_TEST_FRACTION * len(everything.labels)))
