@@ -25,8 +25,14 @@ def test_environment_records_settings_env_and_digest(monkeypatch):
     assert env["device"]["torch"].startswith("2.14.1")
 
 
-def test_source_digest_is_stable():
-    assert source_digest() == source_digest()
+def test_source_digest_covers_every_py_file_by_path_and_bytes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("")
+    (tmp_path / "notes.txt").write_text("not source")
+    assert source_digest(tmp_path) == "sha256:d88868e75b7f1f2250189b75f1982ee901b75a4b25ab7d64bca11ae1c9d7ba14"
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    assert source_digest(tmp_path) != "sha256:d88868e75b7f1f2250189b75f1982ee901b75a4b25ab7d64bca11ae1c9d7ba14"
 
 
 def test_every_locked_package_records_where_it_imports_from():

@@ -167,9 +167,9 @@ def environment_variables(project: Project) -> dict:
     return {name: os.environ.get(name) for name in sorted(names)}
 
 
-def source_digest() -> str:
-    """A hash of the tandem package as installed: every .py file's path and bytes."""
-    root = Path(tandem.__file__).parent
+def source_digest(root: Path | None = None) -> str:
+    """A hash of the tandem package as installed (or of `root`): every .py file's path and bytes."""
+    root = Path(tandem.__file__).parent if root is None else root
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
