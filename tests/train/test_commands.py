@@ -7,7 +7,7 @@ from PIL import Image
 
 from tandem.cli import main
 from tandem.train import run_training
-from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig, config_to_argv
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.samples import grid_size
 
 
@@ -16,17 +16,6 @@ def snapshot(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
     }
-
-
-@pytest.fixture
-def fast_flags(dit_config, classifier_config):
-    """The fast test settings as flags: every field of the config, as Docker or Modal would pass them."""
-
-    def make(kind: str = "dit", **overrides) -> list[str]:
-        config = dit_config(**overrides) if kind == "dit" else classifier_config(**overrides)
-        return config_to_argv(config)
-
-    return make
 
 
 @pytest.fixture
@@ -49,9 +38,9 @@ BAD_INPUT = [
     (["train", "dit", "--device", "cuda"], "--device"),
     (["train", "dit", "--resume", "--runs-dir", "{empty}"], "--resume"),
     (["train", "dit", "--resume", "--run-name", "never"], "--resume"),
-    (["train", "dit", "--resume", "--run-name", "old", "--patch-size", "2"], "step_0000001.pt"),
+    (["train", "dit", "--resume", "--run-name", "old", "--patch-size", "2"], "recorded --patch-size 4"),
     (["train", "dit", "--resume", "--run-name", "old", "--size", "S"], "--size"),
-    (["train", "classifier", "--resume", "--run-name", "old"], "dit checkpoint"),
+    (["train", "classifier", "--resume", "--run-name", "old"], "is a dit run"),
     (["train", "dit", "--run-name", "old"], "--resume"),
     (["train", "dit", "--classifier-checkpoint", "missing.pt"], "--classifier-checkpoint"),
     (["train", "dit", "--classifier-checkpoint", "{old_checkpoint}"], "--classifier-checkpoint"),

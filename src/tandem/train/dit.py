@@ -20,7 +20,13 @@ from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow, Session, StopSignal
 
 # The flag to name when a checkpoint's model differs from this run's.
-IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset", "class_dropout_prob": "--class-dropout"}
+IDENTITY_FLAGS = {
+    "in_channels": "--dataset",
+    "num_classes": "--dataset",
+    "class_dropout_prob": "--class-dropout",
+    "hidden_size": "--width",
+    "num_heads": "--heads",
+}
 
 
 def train(c: DiTTrainConfig) -> RunResult:
@@ -41,6 +47,9 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         in_channels=image_shape[0],
         num_classes=data.num_classes,
         class_dropout_prob=c.class_dropout,
+        depth=c.depth or None,
+        hidden_size=c.width or None,
+        num_heads=c.heads or None,
     )
     model = build_dit(model_config).to(device)
     judge = None
@@ -85,7 +94,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         return save_grid(images, c.samples_per_class, s.run.samples_dir / f"step_{step:07d}.png")
 
     s.print(
-        f"dit: {c.size}, {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
+        f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
     window = LossWindow()
