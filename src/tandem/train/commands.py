@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import sys
 from pathlib import Path
 
@@ -100,14 +101,18 @@ def sample_command(args: argparse.Namespace) -> int:
 
     from tandem.flow import EMA
     from tandem.models import DiTConfig, build_dit
-    from tandem.train import checkpoint
+    from tandem.train import checkpoint, memory
     from tandem.train.device import choose_device
-    from tandem.train.samples import class_samples, grid_labels, save_grid
+    from tandem.train.samples import class_samples, grid_labels, grid_size, save_grid
 
     if args.per_class < 1:
         raise UsageError(f"--per-class must be positive, got {args.per_class}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be positive, got {args.steps}")
+    if args.cfg_scale is not None and not math.isfinite(args.cfg_scale):
+        raise UsageError(f"--cfg-scale must be a finite number, got {args.cfg_scale}")
+    if args.out:
+        check_out(Path(args.out))
     if args.checkpoint:
         path = Path(args.checkpoint)
         state = checkpoint.load_or_fail(path, "--checkpoint")
@@ -136,6 +141,11 @@ def sample_command(args: argparse.Namespace) -> int:
     cfg_scale = trained["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
     out = Path(args.out) if args.out else path.parent.parent / "samples" / f"sample_step_{state['step']:07d}.png"
 
+    png = grid_size(model_config.num_classes, args.per_class, model_config.image_size)
+    shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
+    needed = memory.grid_bytes(model_config.num_classes * args.per_class, shape, png[0] * png[1])
+    memory.require_fits(needed, device, f"--per-class {args.per_class}", "pass a smaller --per-class")
+
     print(f"device: {device} ({why})")
     labels = grid_labels(model_config.num_classes, args.per_class, device)
     shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
@@ -147,3 +157,14 @@ def sample_command(args: argparse.Namespace) -> int:
         f"cfg {cfg_scale}, {'EMA' if args.ema else 'raw'} weights of step {state['step']})"
     )
     return 0
+
+
+def check_out(out: Path) -> None:
+    """--out names a new or existing PNG file: never a directory, never one of a run's own files."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; pass a file name such as {out / 'grid.png'}")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: the grid is a PNG; pass a file name ending in .png")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is not a directory; pass a path in a directory")

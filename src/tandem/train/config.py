@@ -225,6 +225,7 @@ def config_from_dict(cls: type[TrainConfig], values: dict):
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 # Settings of one invocation: a file that reruns or varies a run never carries them over.
 NOT_FROM_FILE = ("run_name", "resume", "stop_after")
 
@@ -261,7 +262,7 @@ def read_config_file(path: str | Path, kind: str) -> dict:
         if kind_of is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind_of) or (kind_of is int and isinstance(value, bool)):
-            raise UsageError(f"--config {path}: {key} must be a {kind_of.__name__}, got {value!r}")
+            raise UsageError(f"--config {path}: {key} = {value!r} is not {TYPE_WORDS[kind_of]}; fix the file")
         out[name] = value
     return out
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from tandem.data import ImageData, load_dataset
 from tandem.errors import UsageError
-from tandem.train import distributed
+from tandem.train import distributed, memory
 from tandem.train.attempt import RESUME, START, Attempt, locate_run, plan_attempt
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, fingerprint, restore_rng
 from tandem.train.checkpoint import load as load_checkpoint
@@ -134,6 +134,10 @@ class Session:
         ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
         self.print(f"device: {self.device} ({why}{ranks})")
         self.stale_image_warning()
+        if c.image_size:  # before the resize that would not fit
+            patch = getattr(c, "patch_size", 0)
+            needed = memory.image_size_bytes(c.image_size, c.batch_size, patch)
+            memory.require_fits(needed, self.device, f"--image-size {c.image_size}", "pass a smaller --image-size")
         self.data = self.load_data()
 
         # The global generators get the same seed on every rank, so every rank builds the same initial
