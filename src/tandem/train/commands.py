@@ -7,7 +7,6 @@ flags back into a config and calls run_training, exactly as the Docker image and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import math
 import sys
@@ -20,7 +19,6 @@ from tandem.train.config import (
     add_config_arguments,
     config_from_args,
     given_fields,
-    read_config_file,
 )
 
 
@@ -38,12 +36,6 @@ def register(subparsers) -> None:
             help=cls.__doc__.splitlines()[0],
             description=cls.__doc__,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        parser.add_argument(
-            "--config",
-            metavar="FILE",
-            dest="config_file",
-            help="take the settings from a run's config.json or a TOML file (name = value); flags override them",
         )
         add_config_arguments(parser, cls)
         parser.set_defaults(func=functools.partial(train_command, kind))
@@ -74,13 +66,9 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
-    config, given = config_from_args(CONFIGS[kind], args), set(given_fields(args))
-    if args.config_file:  # the file's settings first, the flags on top
-        from_file = {k: v for k, v in read_config_file(args.config_file, kind).items() if k not in given}
-        config = dataclasses.replace(config, **from_file)
-        given |= set(from_file)
+    config = config_from_args(CONFIGS[kind], args)
     # A continued run trains its recorded config; refusals come here, before any data is loaded.
-    config = plan_attempt(kind, config, given, report=lambda line: None).config
+    config = plan_attempt(kind, config, given_fields(args), report=lambda line: None).config
     try:
         run_training(kind, config)
     except (TrainingDiverged, CheckpointWriteError) as exc:

@@ -157,7 +157,8 @@ def _field_types(cls: type) -> dict[str, type]:
     return typing.get_type_hints(cls)
 
 
-GIVEN = "given_fields"  # the namespace attribute naming the fields set on the command line
+GIVEN = "given_fields"  # the namespace attribute naming the fields set on the command line (or --config)
+CONFIG_FILE = "config_file"
 
 
 def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
@@ -182,7 +183,13 @@ def given_fields(args: argparse.Namespace) -> frozenset[str]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag."""
+    """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag; and --config FILE."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        dest=CONFIG_FILE,
+        help="take the settings from a run's config.json or a TOML file (name = value); flags override them",
+    )
     types = _field_types(cls)
     for f in fields(cls):
         kind = types[f.name]
@@ -204,7 +211,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
 
 
 def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    """The config the flags give: a --config file's settings first, the flags typed on top of them (the
+    file's keys then count as given, see given_fields)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    if path := getattr(args, CONFIG_FILE, None):
+        kind = next(k for k, c in CONFIGS.items() if c is cls)
+        from_file = {k: v for k, v in read_config_file(path, kind).items() if k not in given_fields(args)}
+        values.update(from_file)
+        setattr(args, GIVEN, given_fields(args) | set(from_file))
+    return cls(**values)
 
 
 def config_to_argv(config: TrainConfig) -> list[str]:
