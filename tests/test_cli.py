@@ -1,5 +1,7 @@
 """Bad settings and locks through the command line: one line on stderr, exit 2, nothing written."""
 
+import shutil
+
 import pytest
 
 from support import copy_project, edit
@@ -17,6 +19,7 @@ BAD = [
 BAD_LOCK = [
     ("unpinned", "tqdm>=4\n", "not pinned with '=='"),
     ("no hashes", "tqdm==4.66.0\n", "has no --hash lines"),
+    ("bad hash", "tqdm==4.66.0 --hash=sha256:ZZZZ\n", "not sha256:<64 hex digits>"),
 ]
 
 
@@ -36,15 +39,50 @@ def test_bad_settings(tmp_path, capsys, command, name, old, new, message):
     assert snapshot(root) == before
 
 
+@pytest.mark.parametrize("command", [["render"], ["parity"]])
 @pytest.mark.parametrize(("name", "lock", "message"), BAD_LOCK, ids=[b[0] for b in BAD_LOCK])
-def test_bad_lock(tmp_path, capsys, name, lock, message):
+def test_bad_lock(tmp_path, capsys, name, lock, message, command):
     root = copy_project(tmp_path)
     (root / "requirements-modal.txt").write_text(lock)
     before = snapshot(root)
-    assert main(["render", "--project", str(root)]) == 2
+    assert main([*command, "--project", str(root)]) == 2
     err = capsys.readouterr().err
     assert message in err and "requirements-modal.txt:1" in err and err.count("\n") == 1
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("command", [["render"], ["parity"]])
+def test_binary_lock(tmp_path, capsys, command):
+    root = copy_project(tmp_path)
+    (root / "requirements-modal.txt").write_bytes(bytes(range(256)))
+    before = snapshot(root)
+    assert main([*command, "--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "requirements-modal.txt is not a text file" in err and err.count("\n") == 1
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("command", [["render"], ["render", "--check"], ["parity"], ["lock", "--check"]])
+def test_a_tool_key_that_is_not_a_table(tmp_path, capsys, command):
+    root = copy_project(tmp_path)
+    text = (root / "pyproject.toml").read_text().replace("[tool.tandem.image", "[moved.image")
+    (root / "pyproject.toml").write_text(text + '\n[tool]\ntandem = "x"\n')
+    before = snapshot(root)
+    assert main([*command, "--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "tool.tandem is 'x', not a table; it must hold the [tool.tandem.image] table" in err
+    assert err.count("\n") == 1 and snapshot(root) == before
+
+
+def test_render_refuses_a_file_where_a_directory_goes(tmp_path, capsys):
+    root = copy_project(tmp_path)
+    shutil.rmtree(root / "docker")
+    (root / "docker").write_text("a file")
+    before = snapshot(root)
+    assert main(["render", "--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'docker'} is a file, but tandem render writes docker/Dockerfile inside it" in err
+    assert err.count("\n") == 1 and snapshot(root) == before
 
 
 def test_missing_files(tmp_path, capsys):

@@ -125,11 +125,49 @@ def test_compare_command_exit_codes(tmp_path, capsys):
     assert "env PYTHONUNBUFFERED" in capsys.readouterr().out
 
 
-def test_unreadable_fingerprint_is_a_usage_error(tmp_path):
+NOT_FINGERPRINTS = [
+    # (file bytes, the reason the one line gives)
+    (b"{}", "not a tandem fingerprint (environment is missing)"),
+    (b"[]", "not a tandem fingerprint (it is list, not an object)"),
+    (b"null", "not a tandem fingerprint (it is null, not an object)"),
+    (b'{"schema": 1, "environment": {"python"', "not a readable fingerprint (Expecting ':' delimiter"),
+    (bytes(range(128, 256)), "not a readable fingerprint (not UTF-8 text)"),
+    (b'{"environment": {"python": 3}}', "not a tandem fingerprint (environment.python is int, not str)"),
+]
+
+
+@pytest.mark.parametrize("content, reason", NOT_FINGERPRINTS)
+def test_a_file_that_is_not_a_fingerprint_is_one_line_exit_2(tmp_path, content, reason, capsys):
+    from tandem.cli import main
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(fingerprint()))
+    bad.write_bytes(content)
+    assert main(["check", "--compare", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tandem check: error: {bad}: {reason}"), err
+
+
+def test_nested_shapes_are_checked_too():
+    from tandem.check.compare import shape_problem
+
+    fp = fingerprint()
+    assert shape_problem(fp) is None
+    fp["cpu"]["dit"]["losses"] = [1.0, "x"]
+    assert shape_problem(fp) == "cpu.dit.losses[1] is str, not float"
+    fp = fingerprint()
+    fp["gpu"] = {"name": "H100"}
+    assert shape_problem(fp) == "gpu.classifier is missing"
+    fp = fingerprint()
+    del fp["environment"]["distributions"]["locked"]["torch"]["matches_lock"]
+    assert shape_problem(fp) == "environment.distributions.locked.torch.matches_lock is missing"
+
+
+def test_a_missing_fingerprint_is_a_usage_error(tmp_path):
     from tandem.errors import UsageError
 
-    (tmp_path / "a.json").write_text("{}")
-    with pytest.raises(UsageError, match="not a readable fingerprint"):
+    (tmp_path / "a.json").write_text(json.dumps(fingerprint()))
+    with pytest.raises(UsageError, match="missing.json: not a readable fingerprint"):
         compare_command([str(tmp_path / "a.json"), str(tmp_path / "missing.json")])
 
 

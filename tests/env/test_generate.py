@@ -1,6 +1,13 @@
+import os
+import signal
+import stat
+import subprocess
+import sys
+
 import pytest
 
 from support import REPO, edit
+from tandem import files
 from tandem.env.generate import staleness_diff, write_generated
 from tandem.env.settings import load_project
 from tandem.errors import UsageError
@@ -26,3 +33,49 @@ def test_bad_lock_writes_nothing(project_dir):
         write_generated(load_project(project_dir))
     assert {p: p.read_text() for p in before} == before
     assert not list(project_dir.glob("**/.Dockerfile.*")) and not list(project_dir.glob(".compose*"))
+
+
+def test_generated_files_keep_the_modes_a_plain_write_gives(project_dir):
+    old_umask = os.umask(0o022)
+    try:
+        (project_dir / "compose.yaml").unlink()
+        (project_dir / "docker" / "Dockerfile").chmod(0o664)
+        write_generated(load_project(project_dir))
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((project_dir / "compose.yaml").stat().st_mode) == 0o644  # new: 0666 less the umask
+    assert stat.S_IMODE((project_dir / "docker" / "Dockerfile").stat().st_mode) == 0o664  # kept
+
+
+def test_no_temporary_outlives_its_write(project_dir, monkeypatch):
+    # One left by a render killed outright (its process is gone) is removed by the next write.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stray = project_dir / "docker" / f".Dockerfile.{dead.stdout.strip()}.tmp"
+    stray.write_text("half")
+    write_generated(load_project(project_dir))
+    assert not stray.exists()
+
+    # A write interrupted (Ctrl-C, SIGTERM, an error) removes its own.
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_generated(load_project(project_dir))
+    monkeypatch.undo()
+    assert not list(project_dir.rglob(".*.tmp"))
+
+
+def test_sigterm_during_a_render_leaves_no_temporary(project_dir):
+    # The write is slowed so the signal lands inside it.
+    script = (
+        "import sys, time; from tandem import files; real = files.os.fsync\n"
+        "files.os.fsync = lambda fd: (print('writing', flush=True), time.sleep(30))\n"
+        "files.write_text_atomic(sys.argv[1], 'new')\n"
+    )
+    target = project_dir / "compose.yaml"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not list(project_dir.glob(".compose.yaml.*")) and target.read_text() != "new"

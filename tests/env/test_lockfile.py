@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 
 from support import REPO
@@ -5,6 +8,7 @@ from tandem.env.lockfile import read_lock
 from tandem.errors import UsageError
 
 REQUIRED = {"torch": "2.14.1", "torchvision": "0.29.1"}
+A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 
 
 def test_repository_lock_pins_what_the_trainers_need():
@@ -24,7 +28,7 @@ def test_lock_is_universal():
 
 def test_line_without_equals_is_refused_with_line_number(tmp_path):
     lock = tmp_path / "requirements-modal.txt"
-    lock.write_text("tqdm==4.66.0 \\\n    --hash=sha256:aa\ntorch>=2.0 \\\n    --hash=sha256:bb\n")
+    lock.write_text(f"tqdm==4.66.0 \\\n    --hash={A}\ntorch>=2.0 \\\n    --hash={B}\n")
     with pytest.raises(UsageError, match=r"requirements-modal.txt:3: 'torch>=2.0' is not pinned with '=='"):
         read_lock(lock)
 
@@ -43,13 +47,67 @@ def test_missing_lock_says_how_to_make_it(tmp_path):
 
 def test_markers_and_continuations_parse(tmp_path):
     lock = tmp_path / "requirements-modal.txt"
-    lock.write_text(
-        "triton==3.8.0 ; sys_platform == 'linux' \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n    # via torch\n"
-    )
+    lock.write_text(f"triton==3.8.0 ; sys_platform == 'linux' \\\n    --hash={A} \\\n    --hash={B}\n    # via torch\n")
     (pin,) = read_lock(lock)
     assert (pin.name, pin.version, pin.marker, pin.hashes) == (
         "triton",
         "3.8.0",
         "sys_platform == 'linux'",
-        ("sha256:aa", "sha256:bb"),
+        (A, B),
     )
+
+
+@pytest.mark.parametrize("digest", ["sha256:ZZZZ", "sha256:" + "a" * 63, "sha256:" + "A" * 64, "md5:" + "a" * 64, ""])
+def test_a_hash_that_is_not_64_hex_digits_is_refused(tmp_path, digest):
+    lock = tmp_path / "requirements-modal.txt"
+    lock.write_text(f"tqdm==4.66.0 \\\n    --hash={A} \\\n    --hash={digest}\n")
+    with pytest.raises(UsageError, match=r"requirements-modal.txt:1: tqdm has the hash .* not sha256:<64 hex digits>"):
+        read_lock(lock)
+
+
+def test_a_binary_lock_is_refused(tmp_path):
+    lock = tmp_path / "requirements-modal.txt"
+    lock.write_bytes(bytes(range(256)))
+    with pytest.raises(UsageError, match="is not a text file; run `tandem lock`"):
+        read_lock(lock)
+
+
+FAKE_UV = """#!/bin/sh
+# uv pip compile ... -o OUT: the runtime lock compiles, the dev lock does not (as a conflict in the dev group)
+for last; do :; done
+case "$last" in
+  requirements-dev.txt)
+    echo "error: No solution found when resolving dependencies" >&2
+    echo "  cause: Because you require tqdm<4 and tqdm==4.70.1, we can conclude that your requirements are unsatisfiable." >&2
+    echo "  hint: an unrelated hint" >&2
+    exit 1;;
+  *) printf 'tqdm==4.70.1 \\\n    --hash=%s\n' "sha256:$(printf 'c%.0s' $(seq 64))" > "$last";;
+esac
+"""
+
+
+def test_lock_writes_both_locks_or_neither_and_shows_the_conflict(tmp_path, monkeypatch, capsys):
+    from support import copy_project
+    from tandem.cli import main
+
+    root = copy_project(tmp_path / "project")
+    shutil.copy2(REPO / "requirements-dev.txt", root / "requirements-dev.txt")
+    before = {name: (root / name).read_bytes() for name in ("requirements-modal.txt", "requirements-dev.txt")}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text(FAKE_UV)
+    (bin_dir / "uv").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    assert main(["lock", "--project", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "tandem lock: error: uv pip compile could not make requirements-dev.txt, so no lock was written: No solution "
+        "found when resolving dependencies: Because you require tqdm<4 and tqdm==4.70.1, we can conclude that your "
+        "requirements are unsatisfiable."
+    ]
+    assert {name: (root / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["compose.cpu.yaml", "compose.yaml", "docker", "pyproject.toml", "requirements-dev.txt",
+         "requirements-modal.txt", "src"]
+    )  # fmt: skip

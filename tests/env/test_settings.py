@@ -102,3 +102,31 @@ def test_tandem_project_dir_wins_over_the_current_directory(project_dir, tmp_pat
         default_root()
     monkeypatch.setenv("TANDEM_PROJECT_DIR", str(REPO))
     assert load_project().root == REPO
+
+
+CREDENTIAL_NAMES = [
+    *("DB_PASSWD", "GITHUB_PAT", "AWS_ACCESS_KEY_ID", "CREDENTIALS", "API_KEY_FILE", "HF_TOKEN", "GH_TOKEN"),
+    *("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "WANDB_API_KEY", "OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY"),
+    *("GOOGLE_APPLICATION_CREDENTIALS", "PGPASSWORD", "MYSQL_PWD", "DB_PASS", "NPM_AUTH_TOKEN", "SSH_PRIVATE_KEY"),
+    *("APIKEY", "STRIPE_APIKEY", "SECRET", "DJANGO_SECRET_KEY", "AZURE_CLIENT_SECRET", "GPG_PASSPHRASE"),
+    *("ACCESS_TOKEN", "REFRESH_TOKEN", "GITLAB_ACCESSTOKEN", "DOCKER_AUTH_CONFIG", "SESSION_COOKIE", "CREDS"),
+    *("PRIVATE_KEY_PATH", "JWT_SIGNING", "MY_KEYS", "db_password", "Api_Key"),
+]  # fmt: skip
+NORMAL_NAMES = [
+    *("PATH", "HOME", "PWD", "PYTHONUNBUFFERED", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "HF_HOME"),
+    *("HF_XET_HIGH_PERFORMANCE", "PYTORCH_CUDA_ALLOC_CONF", "CUBLAS_WORKSPACE_CONFIG", "OMP_NUM_THREADS"),
+    *("TOKENIZERS_PARALLELISM", "MKL_NUM_THREADS", "TORCH_HOME", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"),
+    *("UV_LINK_MODE", "UV_COMPILE_BYTECODE", "KEYBOARD_LAYOUT", "MONKEY_PATCH", "PATCH_SIZE", "PASSTHROUGH"),
+    *("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "TANDEM_DATA_DIR", "TANDEM_RUNS_DIR", "DEBIAN_FRONTEND", "TZ"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CREDENTIAL_NAMES)
+def test_credential_names_are_refused(name):
+    with pytest.raises(UsageError, match=f"env.{name} looks like a secret"):
+        parse_settings({**VALID, "env": {name: "x"}})
+
+
+@pytest.mark.parametrize("name", NORMAL_NAMES)
+def test_normal_names_pass(name):
+    assert parse_settings({**VALID, "env": {name: "x"}}).env == {name: "x"}

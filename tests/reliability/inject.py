@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from tandem import files
 from tandem.train import checkpoint
 
 point, nth = sys.argv[1], int(sys.argv[2])
@@ -23,7 +24,7 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-real_atomic_write, real_replace, real_fsync_directory = checkpoint.atomic_write, os.replace, checkpoint.fsync_directory
+real_atomic_write = checkpoint.atomic_write
 
 
 def atomic_write(path, write):
@@ -44,9 +45,9 @@ def atomic_write(path, write):
 
         return real_atomic_write(path, half)
     if point == "before-rename":
-        checkpoint.os.replace = lambda *a: die()
+        files.os.replace = lambda *a: die()
     if point == "after-rename":
-        checkpoint.fsync_directory = lambda d: die()
+        files.fsync_directory = lambda d: die()
     return real_atomic_write(path, write)
 
 

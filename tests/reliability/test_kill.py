@@ -62,12 +62,19 @@ def test_sigkill_during_a_checkpoint_write(tmp_path, reference, point, nth):
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))  # the torn temporary is gone
 
 
-def test_sigkill_during_the_first_write_leaves_nothing_to_mistake_for_a_checkpoint(tmp_path):
+def test_sigkill_during_the_first_write_leaves_a_run_that_the_messages_start_over(tmp_path, reference):
     assert tandem(tmp_path, "run", point="half-written", nth=1).returncode == -signal.SIGKILL
     assert checkpoint.CheckpointDir(tmp_path / "run" / "checkpoints").existing() == []
+
+    # Following the messages: the same command says to pass --resume, and --resume starts the run over.
+    again = tandem(tmp_path, "run")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "already exists; pass --resume" in again.stderr
     resumed = tandem(tmp_path, "run", "--resume")
-    assert resumed.returncode == 2
-    assert "no usable checkpoint" in resumed.stderr and resumed.stderr.count("\n") == 1
+    assert resumed.returncode == 0, resumed.stderr
+    assert "has no complete checkpoint, so nothing trained to keep: starting it over from step 0" in resumed.stdout
+    assert_same(final_params(tmp_path / "run"), reference)
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
 
 
 def test_sigkill_between_checkpoints(tmp_path, reference):

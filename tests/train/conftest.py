@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig, config_to_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,6 +72,17 @@ def classifier_config(runs_dir, data_dir):
         return ClassifierTrainConfig(
             **{**FAST_CLASSIFIER, "runs_dir": str(runs_dir), "data_dir": str(data_dir), **overrides}
         )
+
+    return make
+
+
+@pytest.fixture
+def fast_flags(dit_config, classifier_config):
+    """The fast test settings as flags: every field of the config, as Docker or Modal would pass them."""
+
+    def make(kind: str = "dit", **overrides) -> list[str]:
+        config = dit_config(**overrides) if kind == "dit" else classifier_config(**overrides)
+        return config_to_argv(config)
 
     return make
 

@@ -1,13 +1,14 @@
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tandem.cli import main
-from tandem.train import run_training
-from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig, config_to_argv
+from tandem.train import checkpoint, run_training
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.samples import grid_size
 
 
@@ -16,17 +17,6 @@ def snapshot(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
     }
-
-
-@pytest.fixture
-def fast_flags(dit_config, classifier_config):
-    """The fast test settings as flags: every field of the config, as Docker or Modal would pass them."""
-
-    def make(kind: str = "dit", **overrides) -> list[str]:
-        config = dit_config(**overrides) if kind == "dit" else classifier_config(**overrides)
-        return config_to_argv(config)
-
-    return make
 
 
 @pytest.fixture
@@ -49,9 +39,9 @@ BAD_INPUT = [
     (["train", "dit", "--device", "cuda"], "--device"),
     (["train", "dit", "--resume", "--runs-dir", "{empty}"], "--resume"),
     (["train", "dit", "--resume", "--run-name", "never"], "--resume"),
-    (["train", "dit", "--resume", "--run-name", "old", "--patch-size", "2"], "step_0000001.pt"),
+    (["train", "dit", "--resume", "--run-name", "old", "--patch-size", "2"], "recorded --patch-size 4"),
     (["train", "dit", "--resume", "--run-name", "old", "--size", "S"], "--size"),
-    (["train", "classifier", "--resume", "--run-name", "old"], "dit checkpoint"),
+    (["train", "classifier", "--resume", "--run-name", "old"], "is a dit run"),
     (["train", "dit", "--run-name", "old"], "--resume"),
     (["train", "dit", "--classifier-checkpoint", "missing.pt"], "--classifier-checkpoint"),
     (["train", "dit", "--classifier-checkpoint", "{old_checkpoint}"], "--classifier-checkpoint"),
@@ -60,6 +50,25 @@ BAD_INPUT = [
     (["sample", "--checkpoint", "missing.pt"], "--checkpoint"),
     (["sample", "--run", "{runs_dir}"], "--run"),
     (["sample", "--run", "{old_run}", "--per-class", "0"], "--per-class"),
+    (["train", "dit", "--seed", "99999999999999999999"], "--seed must be between 0 and 2**63 - 1"),
+    (["train", "classifier", "--seed", "-1"], "--seed"),
+    (["train", "dit", "--image-size", "100000"], "--image-size 100000 needs at least"),
+    (["train", "classifier", "--image-size", "100000"], "pass a smaller --image-size"),
+    (["train", "dit", "--samples-per-class", "1000000000"], "--samples-per-class 1000000000 needs at least"),
+    (["train", "dit", "--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
+    (["train", "classifier", "--lr", "inf"], "--lr must be a finite number"),
+    (["train", "dit", "--run-name", "../x"], "--run-name '../x' is not a plain directory name"),
+    (["train", "dit", "--run-name", "{a_file_name}", "--runs-dir", "{tmp}"], "is a file, not a run"),
+    (["train", "dit", "--width", "100"], "--width 100 must be a multiple of 4 and of --heads 6"),
+    (["train", "dit", "--heads", "-1"], "--heads"),
+    (["train", "dit", "--config", "{bad_key_toml}"], "unknown key 'nope'"),
+    (["train", "dit", "--config", "{wrong_type_toml}"], "steps = '3' is not an integer"),
+    (["train", "dit", "--config", "missing.toml"], "--config missing.toml: cannot read it"),
+    (["train", "classifier", "--config", "{old_run}/config.json"], "is a dit run"),
+    (["sample", "--run", "{old_run}", "--out", "{runs_dir}"], "is a directory"),
+    (["sample", "--run", "{old_run}", "--out", "{old_run}/config.json"], "ending in .png"),
+    (["sample", "--run", "{old_run}", "--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
+    (["sample", "--run", "{old_run}", "--per-class", "1000000000"], "--per-class 1000000000 needs at least"),
 ]
 
 
@@ -68,7 +77,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     argv, expected, fast_flags, runs_dir, tmp_path, request, capsys
 ):
     (tmp_path / "file").write_text("not a directory")
-    values = {"runs_dir": runs_dir, "empty": tmp_path / "empty", "a_file": tmp_path / "file"}
+    (tmp_path / "bad_key.toml").write_text("steps = 3\nnope = 1\n")
+    (tmp_path / "wrong_type.toml").write_text('steps = "3"\n')
+    values = {
+        "runs_dir": runs_dir,
+        "empty": tmp_path / "empty",
+        "a_file": tmp_path / "file",
+        "a_file_name": "file",
+        "tmp": tmp_path,
+        "bad_key_toml": tmp_path / "bad_key.toml",
+        "wrong_type_toml": tmp_path / "wrong_type.toml",
+    }
     if any("old" in a for a in argv):
         existing = request.getfixturevalue("existing_run")
         values.update(old_checkpoint=existing.checkpoint, old_run=existing.run_dir)
@@ -125,3 +144,33 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     with Image.open(out) as png:
         assert png.size == grid_size(rows=10, columns=1, image_size=8)
     assert str(out) in capsys.readouterr().out
+
+
+def test_a_config_file_reruns_or_varies_a_run(fast_flags, runs_dir, tmp_path):
+    assert main(["train", "dit", *fast_flags(run_name="base", steps=2, seed=7, lr=0.003)]) == 0
+    base = json.loads((runs_dir / "base" / "config.json").read_text())["config"]
+
+    # A run's config.json: its settings, under a new name; the flags given win.
+    argv = ["train", "dit", "--config", str(runs_dir / "base" / "config.json"), "--run-name", "again", "--steps", "3"]
+    assert main(argv) == 0
+    again = json.loads((runs_dir / "again" / "config.json").read_text())["config"]
+    assert again == {**base, "run_name": "again", "steps": 3}
+
+    # A TOML file of settings, flag names with dashes or underscores.
+    toml = tmp_path / "small.toml"
+    toml.write_text('seed = 9\nsteps = 1\nbatch-size = 16\nsolver = "euler"\nsample_every = 0\n')
+    argv = ["train", "dit", "--config", str(toml), "--runs-dir", str(runs_dir), "--run-name", "t", "--device", "cpu"]
+    assert main([*argv, "--samples-per-class", "1", "--sample-steps", "1"]) == 0
+    t = json.loads((runs_dir / "t" / "config.json").read_text())["config"]
+    assert (t["seed"], t["steps"], t["batch_size"], t["solver"], t["samples_per_class"]) == (9, 1, 16, "euler", 1)
+
+
+def test_dit_shape_beyond_the_presets(dit_config):
+    result = run_training("dit", dit_config(run_name="shape", steps=1, depth=2, width=64, heads=4))
+    state = checkpoint.load(Path(result.checkpoint))
+    shape = {k: state["model_config"][k] for k in ("depth", "hidden_size", "num_heads")}
+    assert shape == {"depth": 2, "hidden_size": 64, "num_heads": 4}
+    blocks = {key.split(".")[1] for key in state["model"] if key.startswith("blocks.")}
+    assert blocks == {"0", "1"}
+    assert state["model"]["x_embedder.weight"].shape[0] == 64
+    assert state["model"]["blocks.0.attn.qkv.weight"].shape == (192, 64)

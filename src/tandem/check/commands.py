@@ -42,16 +42,20 @@ def check_command(args) -> int:
 
 
 def compare_command(paths: list[str], show_all: bool = False) -> int:
-    from tandem.check.compare import compare_fingerprints, format_rows
+    from tandem.check.compare import compare_fingerprints, format_rows, shape_problem
 
     if len(paths) < 2:
         raise UsageError("--compare needs at least two fingerprint files")
     fingerprints = []
     for path in paths:
         try:
-            fingerprints.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{path}: not a readable fingerprint ({exc}); write one with `tandem check`") from None
+            fingerprint = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not text at all
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise UsageError(f"{path}: not a readable fingerprint ({reason}); write one with `tandem check`") from None
+        if problem := shape_problem(fingerprint):
+            raise UsageError(f"{path}: not a tandem fingerprint ({problem}); write one with `tandem check`")
+        fingerprints.append(fingerprint)
     labels = [fp.get("label") or Path(p).stem for fp, p in zip(fingerprints, paths, strict=True)]
     rows = compare_fingerprints(fingerprints)
     bad = [row for row in rows if not row.ok]

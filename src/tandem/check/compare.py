@@ -19,6 +19,69 @@ LOSS_RTOL = 1e-4
 MISSING = "-"
 
 
+# What compare_fingerprints reads, and its type: a file that does not have it is not a fingerprint.
+# {str: X} is a mapping of any keys to X; (A, B) is either; [X] a list of X.
+_BEHAVIOUR = {
+    "classifier": {"losses": [float], "params_sha256": str},
+    "dit": {"losses": [float], "params_sha256": str},
+    "forward": {str: {"sha256": str, "abs_sum": float}},
+}
+SHAPE = {
+    "environment": {
+        "python": str,
+        "implementation": str,
+        "platform": str,
+        "cpu": str,
+        "image_digest": (str, None),
+        "distributions": {
+            "locked": {str: (None, {"installed": (str, None), "matches_lock": bool})},
+            "not_in_lock": {str: str},
+        },
+        "env": {str: (str, None)},
+        "source_sha256": str,
+        "settings_digest": str,
+    },
+    "cpu": _BEHAVIOUR,
+    "gpu": (None, {"name": str, **_BEHAVIOUR}),
+}
+
+
+def shape_problem(value, shape=SHAPE, where: str = "") -> str | None:
+    """Where `value` departs from SHAPE (e.g. "environment.python is missing"), or None when it fits."""
+    if isinstance(shape, tuple):
+        problems = [shape_problem(value, option, where) for option in shape]
+        return None if None in problems else problems[-1]
+    if shape is None:
+        return None if value is None else f"{where or 'it'} is {_kind(value)}, not null"
+    if isinstance(shape, type):
+        ok = isinstance(value, shape) and not isinstance(value, bool) or shape is bool and isinstance(value, bool)
+        if shape is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"{where or 'it'} is {_kind(value)}, not {shape.__name__}"
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where or 'it'} is {_kind(value)}, not a list"
+        return next((p for i, v in enumerate(value) if (p := shape_problem(v, shape[0], f"{where}[{i}]"))), None)
+    if not isinstance(value, dict):
+        return f"{where or 'it'} is {_kind(value)}, not an object"
+    if str in shape:  # any keys
+        return next((p for k, v in value.items() if (p := shape_problem(v, shape[str], _join(where, k)))), None)
+    for key, inner in shape.items():
+        if key not in value:
+            return f"{_join(where, key)} is missing"
+        if problem := shape_problem(value[key], inner, _join(where, key)):
+            return problem
+    return None
+
+
+def _join(where: str, key) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 @dataclass
 class Row:
     field: str

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import os
-import tempfile
 from pathlib import Path
 
 from tandem.env.compose import render_compose, render_compose_cpu, render_env_file
 from tandem.env.dockerfile import render
 from tandem.env.image_steps import render_dockerignore
 from tandem.env.settings import Project
+from tandem.errors import UsageError
+from tandem.files import write_text_atomic
 
 
 def generated_files(project: Project) -> dict[Path, str]:
@@ -25,6 +25,15 @@ def generated_files(project: Project) -> dict[Path, str]:
 
 def write_generated(project: Project) -> list[Path]:
     files = generated_files(project)  # render everything first: a bad input writes nothing
+    for path in files:
+        for parent in reversed(path.relative_to(project.root).parents[:-1]):
+            if (project.root / parent).exists() and not (project.root / parent).is_dir():
+                raise UsageError(
+                    f"{project.root / parent} is a file, but tandem render writes {path.relative_to(project.root)} "
+                    "inside it; move the file away"
+                )
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, but tandem render writes a file there; move it away")
     for path, text in files.items():
         write_atomic(path, text)
     return list(files)
@@ -34,7 +43,7 @@ def staleness_diff(project: Project) -> str:
     """A unified diff from the files on disk to a fresh render; empty when all are fresh."""
     chunks = []
     for path, fresh in generated_files(project).items():
-        current = path.read_text() if path.exists() else ""
+        current = path.read_bytes().decode(errors="replace") if path.is_file() else ""
         name = path.relative_to(project.root)
         chunks += difflib.unified_diff(
             current.splitlines(keepends=True),
@@ -47,14 +56,4 @@ def staleness_diff(project: Project) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write then rename: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import tomllib
@@ -16,7 +15,26 @@ LOCK = "requirements-modal.txt"
 SECTION = "[tool.tandem.image]"
 
 # Env keys that look like credentials: they belong in Modal Secrets / Compose secrets, never in an image.
-SECRET_PATTERNS = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*_KEY")
+# A key is read as words (split on "_"): a credential word anywhere (AWS_ACCESS_KEY_ID, API_KEY_FILE), or a
+# word holding a credential (PGPASSWORD, MYAPIKEY), as the usual conventions spell them.
+SECRET_WORDS = frozenset(
+    {
+        *("TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWORDS", "PASSWD", "PASS", "PWD", "PASSPHRASE"),
+        *("CREDENTIAL", "CREDENTIALS", "CRED", "CREDS", "KEY", "KEYS", "APIKEY", "PAT", "AUTH", "COOKIE"),
+        *("PRIVATE", "JWT", "BEARER"),
+    }
+)
+SECRET_PARTS = ("PASSWORD", "PASSWD", "SECRET", "CREDENTIAL", "APIKEY", "ACCESSKEY", "PRIVATEKEY", "AUTHTOKEN")
+NOT_SECRETS = frozenset({"PWD", "OLDPWD"})  # the shell's working directories
+
+
+def looks_like_secret(key: str) -> bool:
+    upper = key.upper()
+    if upper in NOT_SECRETS:
+        return False
+    words = [w for w in re.split(r"[_\W]+", upper) if w]
+    return any(w in SECRET_WORDS or w.endswith("TOKEN") for w in words) or any(p in upper for p in SECRET_PARTS)
+
 
 _FIELDS = {
     "python": str,
@@ -129,9 +147,16 @@ def load_settings(pyproject: Path) -> ImageSettings:
         data = tomllib.loads(pyproject.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{pyproject}: not valid TOML ({exc}); fix the syntax") from None
-    block = data.get("tool", {}).get("tandem", {}).get("image")
-    if block is None:
-        raise UsageError(f"{pyproject} has no {SECTION} table; add one (see README, 'Settings')")
+    block, path = data, []
+    for name in ("tool", "tandem", "image"):
+        block = block.get(name)
+        path.append(name)
+        if block is None:
+            raise UsageError(f"{pyproject} has no {SECTION} table; add one (see README, 'Settings')")
+        if not isinstance(block, dict):
+            raise UsageError(
+                f"{pyproject}: {'.'.join(path)} is {block!r}, not a table; it must hold the {SECTION} table"
+            )
     return parse_settings(block, source=f"{pyproject} {SECTION}")
 
 
@@ -187,7 +212,7 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key), source, f"env.{key}", "a valid variable name")
         if not isinstance(value, str):
             raise UsageError(f'{source}: env.{key} must be a string; quote it: {key} = "{value}"')
-        if any(fnmatch.fnmatchcase(key.upper(), pat) for pat in SECRET_PATTERNS):
+        if looks_like_secret(key):
             raise UsageError(
                 f"{source}: env.{key} looks like a secret; never bake secrets into an image: "
                 "use a Modal Secret (modal.Secret.from_name) or a Compose secret instead"

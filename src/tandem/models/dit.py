@@ -44,6 +44,19 @@ class DiTConfig:
     num_classes: int = 10
     class_dropout_prob: float = 0.1
     mlp_ratio: float = 4.0
+    # The shape beyond the size presets; None: the preset's.
+    depth: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+
+    @property
+    def shape(self) -> DiTSize:
+        preset = DIT_SIZES[self.size]
+        return DiTSize(
+            depth=self.depth or preset.depth,
+            hidden_size=self.hidden_size or preset.hidden_size,
+            num_heads=self.num_heads or preset.num_heads,
+        )
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -162,7 +175,7 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
-        size = DIT_SIZES[cfg.size]
+        size = cfg.shape
         self.cfg = cfg
         self.in_channels = cfg.in_channels
         self.patch_size = cfg.patch_size
@@ -233,6 +246,11 @@ def build_dit(cfg: DiTConfig) -> DiT:
         raise UsageError(
             f"--image-size {cfg.image_size} is not divisible by --patch-size {cfg.patch_size}; "
             "pick a patch size that divides the image size"
+        )
+    shape = cfg.shape
+    if min(shape) < 1 or shape.hidden_size % 4 or shape.hidden_size % shape.num_heads:
+        raise UsageError(
+            f"DiT shape {shape}: depth, width and heads must be positive, the width a multiple of 4 and of the heads"
         )
     if not 0.0 <= cfg.class_dropout_prob < 1.0:
         raise UsageError(f"class dropout probability must be in [0, 1), got {cfg.class_dropout_prob}")

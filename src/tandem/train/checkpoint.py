@@ -1,8 +1,7 @@
 """Checkpoints: written atomically, checksummed, the last K kept, the newest valid one found on resume.
 
-A file is written to a temporary name in the same directory, flushed and fsynced, renamed over the
-final name with os.replace, and the directory is fsynced: a crash leaves either the old file or the new
-one, never half of one. torch.load notices a truncated file but not flipped bytes inside a tensor, so
+A file is written atomically (tandem.files: a temporary in the same directory, fsynced, renamed over the
+final name): a crash leaves either the old file or the new one, never half of one. torch.load notices a truncated file but not flipped bytes inside a tensor, so
 each checkpoint also holds a SHA-256 of its contents, checked on load.
 """
 
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Callable
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from tandem.errors import UsageError
+from tandem.files import atomic_write, fsync_directory  # noqa: F401 (the trainers' writes)
 
 FORMAT = 1
 NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -61,30 +60,6 @@ def _feed(h, obj) -> None:
         h.update(b"]")
     else:
         h.update(repr(obj).encode())
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable) -> None:
-    """Call write(file) on a temporary file next to `path`, then swap it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
 
 
 def save(state: dict, path: Path) -> None:

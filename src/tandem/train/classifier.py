@@ -44,7 +44,9 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     mean, std = channel_stats(data.train_images)
     if c.whiten and hasattr(model, "init_whitening"):
         model.init_whitening(normalize(data.train_images[:5000], mean, std))
-    resume = s.open_run({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS)  # last check before writing
+    plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size)
+    total_steps = c.epochs * plan.steps_per_epoch
+    resume = s.open_run({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # last check
 
     channels_last = device.type == "cuda"  # faster convolutions on tensor cores
     if channels_last:
@@ -52,8 +54,6 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     optimizer = torch.optim.SGD(
         model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
     )
-    plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size)
-    total_steps = c.epochs * plan.steps_per_epoch
     scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)
     step = 0
     if resume:

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, SOLVERS, add_config_arguments, config_from_args
+from tandem.train.config import (
+    CONFIGS,
+    SOLVERS,
+    add_config_arguments,
+    config_from_args,
+    given_fields,
+)
 
 
 def register(subparsers) -> None:
@@ -55,10 +62,13 @@ def register(subparsers) -> None:
 
 def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train import run_training
+    from tandem.train.attempt import plan_attempt
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
     config = config_from_args(CONFIGS[kind], args)
+    # A continued run trains its recorded config; refusals come here, before any data is loaded.
+    config = plan_attempt(kind, config, given_fields(args), report=lambda line: None).config
     try:
         run_training(kind, config)
     except (TrainingDiverged, CheckpointWriteError) as exc:
@@ -79,14 +89,18 @@ def sample_command(args: argparse.Namespace) -> int:
 
     from tandem.flow import EMA
     from tandem.models import DiTConfig, build_dit
-    from tandem.train import checkpoint
+    from tandem.train import checkpoint, memory
     from tandem.train.device import choose_device
-    from tandem.train.samples import class_samples, grid_labels, save_grid
+    from tandem.train.samples import class_samples, grid_labels, grid_size, save_grid
 
     if args.per_class < 1:
         raise UsageError(f"--per-class must be positive, got {args.per_class}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be positive, got {args.steps}")
+    if args.cfg_scale is not None and not math.isfinite(args.cfg_scale):
+        raise UsageError(f"--cfg-scale must be a finite number, got {args.cfg_scale}")
+    if args.out:
+        check_out(Path(args.out))
     if args.checkpoint:
         path = Path(args.checkpoint)
         state = checkpoint.load_or_fail(path, "--checkpoint")
@@ -115,6 +129,11 @@ def sample_command(args: argparse.Namespace) -> int:
     cfg_scale = trained["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
     out = Path(args.out) if args.out else path.parent.parent / "samples" / f"sample_step_{state['step']:07d}.png"
 
+    png = grid_size(model_config.num_classes, args.per_class, model_config.image_size)
+    shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
+    needed = memory.grid_bytes(model_config.num_classes * args.per_class, shape, png[0] * png[1])
+    memory.require_fits(needed, device, f"--per-class {args.per_class}", "pass a smaller --per-class")
+
     print(f"device: {device} ({why})")
     labels = grid_labels(model_config.num_classes, args.per_class, device)
     shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
@@ -126,3 +145,14 @@ def sample_command(args: argparse.Namespace) -> int:
         f"cfg {cfg_scale}, {'EMA' if args.ema else 'raw'} weights of step {state['step']})"
     )
     return 0
+
+
+def check_out(out: Path) -> None:
+    """--out names a new or existing PNG file: never a directory, never one of a run's own files."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; pass a file name such as {out / 'grid.png'}")
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: the grid is a PNG; pass a file name ending in .png")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is not a directory; pass a path in a directory")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from tandem.errors import UsageError
 
@@ -113,7 +115,10 @@ class ClassifierTrainConfig(TrainConfig):
 class DiTTrainConfig(TrainConfig):
     """Class-conditional DiT trained by flow matching, sampled with an ODE solver from its EMA weights."""
 
-    size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL")
+    size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL (depth, width and heads of a preset)")
+    depth: int = setting(0, help="transformer blocks; 0: the --size preset's")
+    width: int = setting(0, help="hidden size of the transformer, a multiple of 4 and of --heads; 0: the preset's")
+    heads: int = setting(0, help="attention heads, dividing the width; 0: the preset's")
     patch_size: int = setting(4, help="patch size in pixels; must divide the image size")
     class_dropout: float = setting(0.1, help="probability of dropping the label (trains classifier-free guidance)")
     steps: int = setting(600, help="optimizer steps")
@@ -152,21 +157,51 @@ def _field_types(cls: type) -> dict[str, type]:
     return typing.get_type_hints(cls)
 
 
+GIVEN = "given_fields"  # the namespace attribute naming the fields set on the command line (or --config)
+CONFIG_FILE = "config_file"
+
+
+def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {dest})
+
+
+class _Store(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _mark_given(namespace, self.dest)
+
+
+class _Bool(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark_given(namespace, self.dest)
+
+
+def given_fields(args: argparse.Namespace) -> frozenset[str]:
+    """The config fields whose flags were on the command line (the others hold their defaults)."""
+    return getattr(args, GIVEN, frozenset())
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag."""
+    """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag; and --config FILE."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        dest=CONFIG_FILE,
+        help="take the settings from a run's config.json or a TOML file (name = value); flags override them",
+    )
     types = _field_types(cls)
     for f in fields(cls):
         kind = types[f.name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         help_text = f.metadata["help"]
         if kind is bool:
-            parser.add_argument(
-                flag_name(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text
-            )
+            parser.add_argument(flag_name(f.name), dest=f.name, action=_Bool, default=default, help=help_text)
         else:
             parser.add_argument(
                 flag_name(f.name),
                 dest=f.name,
+                action=_Store,
                 type=kind,
                 default=default,
                 choices=f.metadata.get("choices"),
@@ -176,7 +211,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
 
 
 def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    """The config the flags give: a --config file's settings first, the flags typed on top of them (the
+    file's keys then count as given, see given_fields)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    if path := getattr(args, CONFIG_FILE, None):
+        kind = next(k for k, c in CONFIGS.items() if c is cls)
+        from_file = {k: v for k, v in read_config_file(path, kind).items() if k not in given_fields(args)}
+        values.update(from_file)
+        setattr(args, GIVEN, given_fields(args) | set(from_file))
+    return cls(**values)
 
 
 def config_to_argv(config: TrainConfig) -> list[str]:
@@ -197,6 +240,48 @@ def config_from_dict(cls: type[TrainConfig], values: dict):
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+# Settings of one invocation: a file that reruns or varies a run never carries them over.
+NOT_FROM_FILE = ("run_name", "resume", "stop_after")
+
+
+def read_config_file(path: str | Path, kind: str) -> dict:
+    """The settings in a TOML file (name = value, names as in config.json or as flags) or in a run's
+    config.json; UsageError naming the first key that is not a setting of `kind` or has the wrong type."""
+    import json
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc}); pass a config.json or a .toml file") from None
+    except ValueError as exc:
+        raise UsageError(f"--config {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({exc})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: holds {type(values).__name__}, not a table of settings")
+    if isinstance(values.get("config"), dict) and "kind" in values:  # a run's config.json
+        if values["kind"] != kind:
+            raise UsageError(f"--config {path} is a {values['kind']} run; use it with tandem train {values['kind']}")
+        values = {k: v for k, v in values["config"].items() if k not in NOT_FROM_FILE}
+    types, out = _field_types(CONFIGS[kind]), {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in types:
+            raise UsageError(
+                f"--config {path}: unknown key {key!r}; the keys are tandem train {kind}'s flags without "
+                "the dashes (batch_size = 64)"
+            )
+        kind_of = types[name]
+        if kind_of is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind_of) or (kind_of is int and isinstance(value, bool)):
+            raise UsageError(f"--config {path}: {key} = {value!r} is not {TYPE_WORDS[kind_of]}; fix the file")
+        out[name] = value
+    return out
+
+
 # -----------------------------------------------------------------------------
 # validation: everything here fails before anything is written
 
@@ -211,6 +296,12 @@ def validate(config: TrainConfig) -> None:
     from tandem.data import DATASETS  # imported here: the CLI parser itself stays free of torch
 
     c = config
+    types = _field_types(type(c))
+    for f in fields(c):
+        value = getattr(c, f.name)
+        if types[f.name] is float:
+            _require(math.isfinite(value), f"{flag_name(f.name)} must be a finite number, got {value}")
+    _require(0 <= c.seed < 2**63, f"--seed must be between 0 and 2**63 - 1, got {c.seed}")
     _require(c.dataset in DATASETS, f"--dataset {c.dataset!r} is unknown; pick one of: {', '.join(DATASETS)}")
     _require(c.image_size >= 0, f"--image-size must be 0 (native) or positive, got {c.image_size}")
     _require(c.batch_size > 0, f"--batch-size must be positive, got {c.batch_size}")
@@ -223,6 +314,9 @@ def validate(config: TrainConfig) -> None:
     _require(c.stop_after >= 0, f"--stop-after must be >= 0 (0 turns it off), got {c.stop_after}")
     _require(c.cpu_threads >= 0, f"--cpu-threads must be 0 (one per core) or positive, got {c.cpu_threads}")
     _require(c.log_every >= 1, f"--log-every must be at least 1, got {c.log_every}")
+    from tandem.train.run import check_run_name
+
+    check_run_name(c.run_name)
     _require(c.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
     device_kind = c.device.split(":")[0]
     _require(
@@ -248,6 +342,15 @@ def validate(config: TrainConfig) -> None:
 
         _require(c.size in DIT_SIZES, f"--size {c.size!r} is unknown; pick one of: {', '.join(DIT_SIZES)}")
         _require(c.steps > 0, f"--steps must be positive, got {c.steps}")
+        preset = DIT_SIZES[c.size]
+        width, heads = c.width or preset.hidden_size, c.heads or preset.num_heads
+        for name in ("depth", "width", "heads"):
+            value = getattr(c, name)
+            _require(value >= 0, f"--{name} must be 0 (the --size preset's) or positive, got {value}")
+        _require(
+            width % 4 == 0 and width % heads == 0,
+            f"--width {width} must be a multiple of 4 and of --heads {heads}; pick a width such as {4 * heads * 8}",
+        )
         _require(c.patch_size > 0, f"--patch-size must be positive, got {c.patch_size}")
         _require(
             c.image_size == 0 or c.image_size % c.patch_size == 0,

@@ -10,17 +10,24 @@ import torch
 from tandem.data import Augment
 from tandem.flow import EMA, flow_matching_loss
 from tandem.models import DiTConfig, build_dit
+from tandem.train import memory
 from tandem.train.batches import BatchPlan
 from tandem.train.config import DiTTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import Judge, score_samples, to_uint8
 from tandem.train.run import RunResult
-from tandem.train.samples import class_samples, grid_labels, save_grid
+from tandem.train.samples import class_samples, grid_labels, grid_size, save_grid
 from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow, Session, StopSignal
 
 # The flag to name when a checkpoint's model differs from this run's.
-IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset", "class_dropout_prob": "--class-dropout"}
+IDENTITY_FLAGS = {
+    "in_channels": "--dataset",
+    "num_classes": "--dataset",
+    "class_dropout_prob": "--class-dropout",
+    "hidden_size": "--width",
+    "num_heads": "--heads",
+}
 
 
 def train(c: DiTTrainConfig) -> RunResult:
@@ -41,7 +48,11 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         in_channels=image_shape[0],
         num_classes=data.num_classes,
         class_dropout_prob=c.class_dropout,
+        depth=c.depth or None,
+        hidden_size=c.width or None,
+        num_heads=c.heads or None,
     )
+    check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
     model = build_dit(model_config).to(device)
     judge = None
     if c.classifier_checkpoint:
@@ -85,7 +96,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         return save_grid(images, c.samples_per_class, s.run.samples_dir / f"step_{step:07d}.png")
 
     s.print(
-        f"dit: {c.size}, {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
+        f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
     window = LossWindow()
@@ -127,6 +138,20 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         if judge is not None:
             metrics = evaluate(s, c, ema.module, judge)
     return s.finish("completed", step, metrics, artifacts, model)
+
+
+def check_sample_memory(c: DiTTrainConfig, num_classes: int, image_shape, test_size: int, device) -> None:
+    """The sample grids and the evaluation's samples must fit: refused here, before any training."""
+    png = grid_size(num_classes, c.samples_per_class, image_shape[-1])
+    needed = memory.grid_bytes(num_classes * c.samples_per_class, image_shape, png[0] * png[1])
+    memory.require_fits(
+        needed, device, f"--samples-per-class {c.samples_per_class}", "pass a smaller --samples-per-class"
+    )
+    if c.classifier_checkpoint:
+        n = c.eval_samples or test_size
+        memory.require_fits(
+            memory.grid_bytes(n, image_shape, 0), device, f"--eval-samples {n}", "pass a smaller --eval-samples"
+        )
 
 
 def evaluate(s: Session, c: DiTTrainConfig, model: torch.nn.Module, judge: Judge) -> dict:

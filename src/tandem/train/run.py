@@ -1,6 +1,8 @@
 """A run directory and what it holds, and the result a training run returns.
 
-runs/<run>/config.json        the resolved config, the device and the versions it ran with
+runs/<run>/config.json        the resolved config, the device and the versions it ran with, and every
+                              setting changed when the run was continued (with the step it took effect)
+runs/<run>/.lock              held (flock) by the one process writing the run; it names that process
 runs/<run>/checkpoints/       step_<N>.pt, the last --keep-checkpoints of them
 runs/<run>/metrics.jsonl      one JSON object per logged step / epoch / final evaluation
 runs/<run>/loss_curve.png     training loss (and test accuracy) against step
@@ -9,9 +11,12 @@ runs/<run>/samples/           DiT sample grids, step_<N>.png
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,14 +63,18 @@ class RunDir:
     @staticmethod
     def new_path(runs_dir: str | Path, kind: str, run_name: str) -> Path:
         runs_dir = Path(runs_dir)
+        check_run_name(run_name)
         existing = next(p for p in (runs_dir.absolute(), *runs_dir.absolute().parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(f"--runs-dir {runs_dir}: cannot create runs under {existing}; pass a writable --runs-dir")
         if run_name:
             path = runs_dir / run_name
-            if path.exists() and any(path.iterdir()):
+            if path.exists() and not path.is_dir():
+                raise UsageError(f"--run-name {run_name}: {path} is a file, not a run; choose another --run-name")
+            if RunDir(path).started():
                 raise UsageError(
-                    f"run directory {path} already exists; pass --resume to continue it, or choose another --run-name"
+                    f"run directory {path} already exists; pass --resume to continue it (one with no complete "
+                    "checkpoint starts over), or choose another --run-name"
                 )
             return path
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -79,15 +88,12 @@ class RunDir:
     def to_resume(runs_dir: str | Path, kind: str, run_name: str) -> Path:
         """--run-name's directory, or the newest run of this kind that has a checkpoint."""
         runs_dir = Path(runs_dir)
+        check_run_name(run_name)
         if run_name:
             return runs_dir / run_name
         candidates = []
         for path in runs_dir.glob("*/config.json"):
-            try:
-                run_kind = json.loads(path.read_text()).get("kind")
-            except (OSError, ValueError):
-                continue
-            if run_kind == kind and CheckpointDir(path.parent / "checkpoints").existing():
+            if RunDir(path.parent).recorded_kind() == kind and CheckpointDir(path.parent / "checkpoints").existing():
                 candidates.append((path.stat().st_mtime, path.parent))
         if not candidates:
             raise UsageError(
@@ -96,7 +102,44 @@ class RunDir:
             )
         return max(candidates)[1]
 
-    # -- writing (rank 0 only) -------------------------------------------------
+    # -- reading (defensively: a run's files may have been cut short or edited) ----
+
+    def started(self) -> bool:
+        """Whether anything but the lock file is here: a directory holding only that is still unused."""
+        return self.path.is_dir() and any(p.name != RunLock.NAME for p in self.path.iterdir())
+
+    def read_record(self) -> dict | None:
+        """config.json as a dict, or None when it is missing, unreadable or not a run's record."""
+        try:
+            record = json.loads(self.config_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+
+    def recorded_kind(self) -> str | None:
+        record = self.read_record()
+        return record.get("kind") if record else None
+
+    def read_metrics(self, report: Callable[[str], None] | None = None) -> list[dict]:
+        """Every record of metrics.jsonl; a line that is not one (cut short by a crash, edited, null) is
+        skipped, and reported by its line number when `report` is given."""
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        lines = self.metrics_path.read_bytes().decode(errors="replace").splitlines()
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            step = record.get("step", 0) if isinstance(record, dict) else None
+            if isinstance(step, int) and not isinstance(step, bool):
+                records.append(record)
+            elif report is not None and line.strip():
+                report(f"{self.metrics_path}:{number}: not a metrics record ({line.strip()[:60]!r}); skipped")
+        return records
+
+    # -- writing (rank 0 only, holding the run's lock) ---------------------------
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -110,20 +153,10 @@ class RunDir:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash
-        return records
-
-    def rewind_metrics(self, step: int) -> None:
+    def rewind_metrics(self, step: int, records: list[dict] | None = None) -> None:
         """On resume: drop records logged after the checkpoint we resume from; they will be redone."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step and not r.get("final")]
+        records = self.read_metrics() if records is None else records
+        kept = [r for r in records if r.get("step", 0) <= step and not r.get("final")]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
 
@@ -152,3 +185,52 @@ class RunDir:
         fig.tight_layout()
         atomic_write(self.loss_curve_path, lambda f: fig.savefig(f, format="png"))
         return self.loss_curve_path
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_run_name(run_name: str) -> None:
+    """A run name is one directory name: it can never point outside --runs-dir."""
+    if run_name and not RUN_NAME.fullmatch(run_name):
+        raise UsageError(
+            f"--run-name {run_name!r} is not a plain directory name; use letters, digits and . _ + - "
+            "(starting with a letter or digit), and --runs-dir for where it goes"
+        )
+
+
+class RunLock:
+    """One writer per run: an exclusive flock on <run>/.lock, held for the life of the process that trains
+    the run. The kernel drops it when that process ends, however it ends, so a SIGKILL leaves no stale
+    lock; the file itself stays and names the last holder's PID."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise UsageError(
+                f"run {self.path.parent} is being written by process {holder or '(unknown)'} (it holds "
+                f"{self.path}); wait for it to end or stop it, then rerun"
+            ) from None
+        except OSError as exc:  # a filesystem without locks: say so, and run as before
+            os.close(fd)
+            print(f"note: cannot lock {self.path} ({exc.strerror}); make sure no other process writes this run")
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops the lock
+            self._fd = None

@@ -13,6 +13,8 @@ import dataclasses
 import importlib.metadata
 import os
 import platform
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -24,11 +26,13 @@ from tqdm import tqdm
 
 from tandem.data import ImageData, load_dataset
 from tandem.errors import UsageError
-from tandem.train import distributed
+from tandem.train import distributed, memory
+from tandem.train.attempt import RESUME, START, Attempt, locate_run, plan_attempt
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, fingerprint, restore_rng
+from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import TrainConfig, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
-from tandem.train.run import RunDir, RunResult, TrainingDiverged
+from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -103,6 +107,7 @@ class Session:
                 "pick a multiple of the number of processes"
             )
         self._threads = torch.get_num_threads()
+        self.lock: RunLock | None = None
         try:
             self._start(why)
         except BaseException:
@@ -129,6 +134,10 @@ class Session:
         ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
         self.print(f"device: {self.device} ({why}{ranks})")
         self.stale_image_warning()
+        if c.image_size:  # before the resize that would not fit
+            patch = getattr(c, "patch_size", 0)
+            needed = memory.image_size_bytes(c.image_size, c.batch_size, patch)
+            memory.require_fits(needed, self.device, f"--image-size {c.image_size}", "pass a smaller --image-size")
         self.data = self.load_data()
 
         # The global generators get the same seed on every rank, so every rank builds the same initial
@@ -177,47 +186,84 @@ class Session:
             )
         return data.to(self.device)
 
-    def open_run(self, identity: dict, flags: dict[str, str]) -> dict | None:
-        """Choose the run directory and, with --resume, the checkpoint to continue from (its model must be
-        this one). The last check on the inputs: only after it is anything written."""
-        c = self.config
+    def open_run(self, identity: dict, flags: dict[str, str], total_steps: int | None = None) -> dict | None:
+        """Claim the run directory (its lock) and decide what this attempt does to it (plan_attempt: start,
+        resume from the newest complete checkpoint, whose model must be this one, or start over). The last
+        check on the inputs: only after it is anything written."""
         self.identity = identity
-        state = None
-        if c.resume:
-            run = RunDir(RunDir.to_resume(c.runs_dir, self.kind, c.run_name), c.keep_checkpoints)
-            found = run.checkpoints.latest_valid(report=self.print)  # every rank reads it: a shared disk
-            if found is None:
-                raise UsageError(
-                    f"--resume: no usable checkpoint in {run.checkpoints.directory}; drop --resume to start a new run"
-                )
-            self.resumed_from, state = found
-            if state["kind"] != self.kind:
-                raise UsageError(
-                    f"checkpoint {self.resumed_from} is a {state['kind']} checkpoint; resume it with "
-                    f"tandem train {state['kind']}"
-                )
+        attempt, problem = None, None
+        if self.is_main:  # rank 0 decides and holds the lock; the other ranks follow its decision
+            try:
+                attempt = self._claim(total_steps)
+            except UsageError as exc:
+                problem = str(exc)
+        problem = distributed.gather(problem)[0]
+        if problem:
+            raise UsageError(problem)
+        run_dir, checkpoint = distributed.gather((str(attempt.run_dir), attempt.checkpoint) if attempt else None)[0]
+        if attempt is None:  # another rank: the same decision, and the same checkpoint read from the shared disk
+            state = load_checkpoint(checkpoint) if checkpoint else None
+        else:
+            state = attempt.state
+            self.config = attempt.config
+        if state is not None:
+            self.resumed_from = Path(checkpoint)
             check_identity(self.resumed_from, state["identity"], identity, flags)
             self.start_step = state["step"]
             self._elapsed_before = state["elapsed"]
             self.last_checkpoint = self.resumed_from
-        else:
-            path = RunDir.new_path(c.runs_dir, self.kind, c.run_name)
-            run = RunDir(Path(distributed.gather(str(path))[0]), c.keep_checkpoints)  # rank 0's name
+        self.run = run = RunDir(Path(run_dir), self.config.keep_checkpoints)
+        if self.is_main:  # read (and report) what will be rewritten before writing anything
+            records = run.read_metrics(report=self.print)
+            previous = run.read_record() or {}
         distributed.gather(None)  # every rank has checked everything before rank 0 writes anything
 
-        self.run = run
         if self.is_main:
             run.create()
-            run.write_config(self.resolved_config())
-            if state is not None:
-                run.rewind_metrics(state["step"])
+            if attempt.action != START:
+                run.rewind_metrics(self.start_step, records=records)
                 run.checkpoints.remove_temporaries()
-                run.checkpoints.set_aside_after(state["step"])
+                run.checkpoints.set_aside_after(self.start_step)
+            run.write_config(self.resolved_config(attempt, previous))
+        if attempt is not None and attempt.note:
+            self.print(attempt.note)
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
         self._last_log = (time.perf_counter(), self.start_step)
         return state
 
-    def resolved_config(self) -> dict:
+    def _claim(self, total_steps: int | None) -> Attempt:
+        """Rank 0: lock the run directory (making it for a new run), then plan the attempt under the lock."""
+        c = self.config
+        path = locate_run(self.kind, c)
+        if not c.run_name and not c.resume:  # claim a fresh name: mkdir is atomic
+            while True:
+                try:
+                    path.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    path = RunDir.new_path(c.runs_dir, self.kind, "")
+        existed = path.is_dir()
+        self.lock = RunLock(path)
+        self.lock.acquire()
+        try:  # again under the lock: another process may have written the run in between
+            config = dataclasses.replace(c, run_name=path.name)
+            return plan_attempt(self.kind, config, total_steps=total_steps, report=self.print)
+        except BaseException:
+            self.lock.release()
+            if not existed or not RunDir(path).started():
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def resolved_config(self, attempt: Attempt | None = None, previous: dict | None = None) -> dict:
+        """config.json: the settings, what they ran on, and each change made when the run was continued."""
+        previous = previous or {}
+        changes = list(previous.get("changes") or []) if attempt is not None and attempt.action == RESUME else []
+        if attempt is not None:
+            changes += [
+                {"step": attempt.step, "setting": name, "from": before, "to": after}
+                for name, (before, after) in attempt.changes.items()
+            ]
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         return {
             "kind": self.kind,
             "config": dataclasses.asdict(self.config),
@@ -232,7 +278,9 @@ class Session:
             "tandem": package_version(),
             "env_digest": os.environ.get("TANDEM_ENV_DIGEST"),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changes": changes,
+            "started": previous.get("started", now) if changes or self.resumed_from else now,
+            "resumed": now if self.resumed_from else None,
         }
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -359,7 +407,7 @@ class Session:
             summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             self.print(f"{status} at step {step} in {self.elapsed():.0f}s" + (f": {summary}" if summary else ""))
             if status == "stopped":
-                self.print(f"continue with: --resume --run-name {self.run.path.name} --runs-dir {self.run.path.parent}")
+                self.print(f"continue with: {self.resume_command()}")
             self.print(f"run directory: {self.run.path}")
         return RunResult(
             kind=self.kind,
@@ -371,6 +419,16 @@ class Session:
             artifacts={k: str(v) for k, v in artifacts.items()},
         )
 
+    def resume_command(self) -> str:
+        """The command that continues this run (the run's config.json holds the rest), ready to paste."""
+        words = ["tandem", "train", self.kind, "--resume", "--run-name", self.run.path.name]
+        words += ["--runs-dir", str(self.run.path.parent)]
+        if self.layout.enabled:
+            words = ["torchrun", "--nproc-per-node", str(self.layout.world_size), "-m", *words]
+        return shlex.join(words)
+
     def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
         distributed.shutdown()
         torch.set_num_threads(self._threads)

@@ -1,0 +1,213 @@
+"""What one attempt at a run does: start a new run, continue one, start one over, or refuse.
+
+A run is what its config.json records. Continuing it (`--resume`, or a retried attempt on Modal) trains
+that config again. A setting the caller gives either may change for a continued run (CHANGEABLE: its
+length, cadence, sampling and evaluation, how fast it runs), and is then recorded in config.json under
+"changes" with the step it took effect, or it is refused in one line naming the flag and its recorded
+value. PER_ATTEMPT settings belong to one invocation (where this machine keeps things, whether to resume,
+when to stop this time) and are never inherited. A run with no complete checkpoint has nothing trained to
+keep, so continuing it starts it over. A run that has nothing left to train is refused unless the
+continuation makes it longer.
+
+`plan_attempt` only reads: every target calls it to decide, then `tandem.train.run_training` (which calls
+it again under the run's lock) writes.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from tandem.errors import UsageError
+from tandem.train.config import CONFIGS, TrainConfig, flag_name, validate
+from tandem.train.run import RunDir
+
+START, RESUME, START_OVER = "start", "resume", "start over"
+
+CHANGEABLE = frozenset(
+    {
+        # its length: a continued run may be extended (or shortened, never below the step it reached)
+        "steps",
+        "epochs",
+        # cadence and bookkeeping
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "sample_every",
+        # sampling and evaluation only: the training itself is unchanged
+        "samples_per_class",
+        "sample_steps",
+        "solver",
+        "cfg_scale",
+        "classifier_checkpoint",
+        "eval_samples",
+        "tta",
+        # where and how fast, not what
+        "device",
+        "cpu_threads",
+        "compile",
+    }
+)
+PER_ATTEMPT = frozenset({"resume", "stop_after", "runs_dir", "run_name", "data_dir"})
+LENGTH = {"dit": "steps", "classifier": "epochs"}
+
+
+@dataclass
+class Attempt:
+    action: str  # START, RESUME or START_OVER
+    config: TrainConfig  # what this attempt trains: for a continued run, its record with the allowed changes
+    run_dir: Path
+    checkpoint: Path | None = None  # the complete checkpoint a resume continues from
+    step: int = 0  # that checkpoint's step
+    changes: dict[str, tuple] = field(default_factory=dict)  # field -> (recorded value, this attempt's value)
+    note: str = ""  # one line saying what this attempt does
+    state: dict | None = field(default=None, repr=False, compare=False)  # the loaded checkpoint
+
+
+def plan_attempt(
+    kind: str,
+    config: TrainConfig,
+    given: Collection[str] | None = None,
+    *,
+    if_started: bool = False,
+    total_steps: int | None = None,
+    report: Callable[[str], None] = print,
+) -> Attempt:
+    """Decide what training `config` does to its run, reading only; UsageError when it must not run.
+
+    given: the fields the caller set (flags typed, keys of a --config file); the others come from the run's
+      record when it is continued. None: every field of `config` counts as set.
+    if_started: continue the run when it exists (as --resume does) and start it when it does not; what a
+      retried or restarted attempt of one call wants.
+    total_steps: the steps `config` trains in all, when known (the classifier's depend on the data).
+    report: where unusable checkpoints are named on the way to the newest complete one.
+    """
+    given = {f.name for f in fields(config)} if given is None else set(given)
+    runs_dir = Path(config.runs_dir)
+    path = locate_run(kind, config)
+    if not config.run_name:
+        if not config.resume:  # a new run: its name is claimed when its directory is made
+            return Attempt(START, config, path)
+        config = replace(config, run_name=path.name)
+    run = RunDir(path)
+    if not run.started():
+        if config.resume and not if_started:
+            raise UsageError(f"--resume: there is no run {run.path}; drop --resume to start it")
+        RunDir.new_path(runs_dir, kind, config.run_name)  # the same checks as a new run
+        return Attempt(START, replace(config, resume=False), run.path)
+    if not (config.resume or if_started):
+        RunDir.new_path(runs_dir, kind, config.run_name)  # refuses: the directory is in use
+    config = replace(config, resume=True)
+
+    record = run.read_record()
+    if record and record.get("kind") != kind:
+        raise UsageError(
+            f"{run.path} is a {record.get('kind')} run; continue it with tandem train {record.get('kind')}"
+        )
+    found = run.checkpoints.latest_valid(report=report)
+    if found is None:
+        resolved, _ = _merge(kind, record["config"] if record else {}, config, given, start_over=True)
+        return Attempt(
+            START_OVER,
+            resolved,
+            run.path,
+            note=f"{run.path} has no complete checkpoint, so nothing trained to keep: starting it over from step 0",
+        )
+
+    checkpoint, state = found
+    if state.get("kind") != kind:
+        raise UsageError(
+            f"checkpoint {checkpoint} is a {state.get('kind')} checkpoint; resume it with tandem train {state.get('kind')}"
+        )
+    recorded = record["config"] if record else state.get("config") or {}
+    resolved, changes = _merge(kind, recorded, config, given, start_over=False)
+    step = state["step"]
+    _check_length(kind, run, resolved, recorded, step, total_steps, changes)
+    shown = "; ".join(f"{flag_name(k)} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())
+    note = f"resuming {run.path} from {checkpoint.name}" + (f"; changed from step {step}: {shown}" if shown else "")
+    return Attempt(RESUME, resolved, run.path, checkpoint, step, changes, note, state)
+
+
+def locate_run(kind: str, config: TrainConfig) -> Path:
+    """The directory an attempt is about: --run-name's; without one, the newest run of this kind with a
+    checkpoint (--resume), or a fresh name."""
+    if config.run_name or config.resume:
+        return RunDir.to_resume(config.runs_dir, kind, config.run_name)
+    return RunDir.new_path(config.runs_dir, kind, "")
+
+
+def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, start_over: bool):
+    """The run's recorded settings, with this attempt's given ones where they may change."""
+    cls = CONFIGS[kind]
+    types = typing.get_type_hints(cls)
+    values, changes = {}, {}
+    for f in fields(cls):
+        now = getattr(config, f.name)
+        if f.name in PER_ATTEMPT or f.name not in recorded:
+            values[f.name] = now
+            continue
+        before = _recorded_value(recorded[f.name], types[f.name], f.name)
+        if f.name not in given or now == before:
+            values[f.name] = before
+        elif start_over or f.name in CHANGEABLE:
+            values[f.name] = now
+            if not start_over:
+                changes[f.name] = (before, now)
+        else:
+            raise UsageError(
+                f"--resume: {_flag(f.name, now)} differs from the run's recorded {_flag(f.name, before)}; a "
+                f"continued run keeps it: drop {flag_name(f.name)}, or start a new run with another --run-name"
+            )
+    resolved = cls(**values)
+    validate(resolved)
+    return resolved, changes
+
+
+def _recorded_value(value, kind: type, name: str):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UsageError(
+            f"the run's config.json records {name} = {value!r}, not a {kind.__name__}; "
+            f"pass {flag_name(name)} to set it, or fix config.json"
+        )
+    return value
+
+
+def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> None:
+    """A continued run trains on from `step`: it may be extended, never cut below it, and one that is
+    complete must be extended to continue."""
+    length = LENGTH[kind]
+    flag = flag_name(length)
+    if kind == "dit":
+        total_steps = resolved.steps
+    if total_steps is not None and total_steps < step:
+        raise UsageError(
+            f"--resume: {flag} {getattr(resolved, length)} ends before step {step}, which {run.path} has reached; "
+            f"pass a larger {flag}"
+        )
+    if total_steps is not None:
+        complete = step >= total_steps
+    else:  # the classifier before its data is loaded: its last final record says
+        finals = [r for r in run.read_metrics() if r.get("final")]
+        longer = getattr(resolved, length) > recorded.get(length, math.inf)
+        complete = bool(finals) and finals[-1].get("status") == "completed" and finals[-1]["step"] == step
+        complete = complete and not longer
+    if complete:
+        raise UsageError(
+            f"--resume: {run.path} is complete (step {step}, {flag} {getattr(resolved, length)}); "
+            f"pass a larger {flag} to train it further, or start a new run with another --run-name"
+        )
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _flag(name: str, value) -> str:
+    if isinstance(value, bool):
+        return flag_name(name) if value else "--no-" + name.replace("_", "-")
+    return f"{flag_name(name)} {_show(value)}"

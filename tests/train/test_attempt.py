@@ -1,0 +1,174 @@
+"""A run is its config.json: continuing it trains that config, with only the changes a continued run
+may take, recorded with the step they took effect; a run with nothing trained starts over."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tandem.cli import main
+from tandem.errors import UsageError
+from tandem.train import checkpoint, run_training
+from tandem.train.attempt import RESUME, START, START_OVER, plan_attempt
+from tandem.train.config import config_to_argv
+
+
+def record(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
+
+
+def steps_logged(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if "loss" in r]
+
+
+@pytest.fixture
+def stopped_run(fast_flags, runs_dir):
+    """A DiT run of 6 steps, checkpoint every 2, stopped at step 2 (--stop-after): its config is the record."""
+    argv = ["train", "dit", *fast_flags(run_name="r", steps=6, checkpoint_every=2, stop_after=2, seed=5)]
+    assert main(argv) == 0
+    return runs_dir / "r"
+
+
+def resume(run: Path, *extra: str) -> int:
+    return main(["train", "dit", "--resume", "--run-name", run.name, "--runs-dir", str(run.parent), *extra])
+
+
+def test_resume_with_no_flags_trains_the_recorded_config(stopped_run, capsys):
+    before = record(stopped_run)["config"]
+    assert resume(stopped_run) == 0
+    after = record(stopped_run)
+    assert {k: v for k, v in after["config"].items() if k not in ("resume", "stop_after", "data_dir")} == {
+        k: v for k, v in before.items() if k not in ("resume", "stop_after", "data_dir")
+    }
+    assert after["config"]["steps"] == 6 and after["config"]["seed"] == 5 and after["changes"] == []
+    names = [p.name for _, p in checkpoint.CheckpointDir(stopped_run / "checkpoints").existing()]
+    assert names == ["step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]  # every 2 steps, as recorded
+    assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_conflicting_flag_is_refused_naming_the_recorded_value(stopped_run, capsys):
+    before = (stopped_run / "config.json").read_bytes()
+    capsys.readouterr()
+    assert resume(stopped_run, "--lr", "0.5") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        "tandem train: error: --resume: --lr 0.5 differs from the run's recorded --lr 0.002; a continued run "
+        "keeps it: drop --lr, or start a new run with another --run-name"
+    ]
+    assert resume(stopped_run, "--no-deterministic") == 2
+    assert "--no-deterministic differs from the run's recorded --deterministic" in capsys.readouterr().err
+    assert (stopped_run / "config.json").read_bytes() == before
+
+
+def test_a_changeable_flag_is_recorded_with_the_step_it_took_effect(stopped_run, capsys):
+    assert resume(stopped_run, "--steps", "8", "--checkpoint-every", "3") == 0
+    out = capsys.readouterr().out
+    assert "changed from step 2: --checkpoint-every 2 -> 3; --steps 6 -> 8" in out
+    after = record(stopped_run)
+    assert after["config"]["steps"] == 8 and after["config"]["checkpoint_every"] == 3
+    assert after["changes"] == [
+        {"step": 2, "setting": "checkpoint_every", "from": 2, "to": 3},
+        {"step": 2, "setting": "steps", "from": 6, "to": 8},
+    ]
+    assert checkpoint.CheckpointDir(stopped_run / "checkpoints").existing()[-1][0] == 8
+    # A later resume keeps the history and adds to it.
+    assert resume(stopped_run, "--steps", "9") == 0
+    assert [c["step"] for c in record(stopped_run)["changes"]] == [2, 2, 8]
+
+
+def test_a_complete_run_is_refused_unless_extended(stopped_run, capsys):
+    assert resume(stopped_run) == 0
+    capsys.readouterr()
+    assert resume(stopped_run) == 2
+    assert "is complete (step 6, --steps 6); pass a larger --steps" in capsys.readouterr().err
+    assert resume(stopped_run, "--steps", "4") == 2
+    assert "--steps 4 ends before step 6" in capsys.readouterr().err
+    assert resume(stopped_run, "--steps", "7") == 0
+    assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_complete_classifier_run_is_refused_unless_extended(classifier_config, runs_dir, capsys):
+    run_training("classifier", classifier_config(run_name="c", epochs=1))
+    argv = ["train", "classifier", "--resume", "--run-name", "c", "--runs-dir", str(runs_dir)]
+    assert main(argv) == 2
+    assert "is complete" in capsys.readouterr().err
+    assert main([*argv, "--epochs", "2"]) == 0
+    assert record(runs_dir / "c")["changes"] == [{"step": 5, "setting": "epochs", "from": 1, "to": 2}]
+
+
+def test_a_run_without_a_complete_checkpoint_starts_over(fast_flags, runs_dir, capsys):
+    run = runs_dir / "early"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_0000002.pt").write_bytes(b"torn")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    flags = fast_flags(run_name="early", steps=3)
+    assert main(["train", "dit", *flags]) == 2
+    assert "already exists; pass --resume to continue it (one with no complete checkpoint starts over)" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "dit", *flags, "--resume"]) == 0
+    assert "has no complete checkpoint, so nothing trained to keep: starting it over from step 0" in (
+        capsys.readouterr().out
+    )
+    assert steps_logged(run) == [1, 2, 3]
+    assert (run / "checkpoints" / "step_0000002.pt.unusable").read_bytes() == b"torn"  # set aside, not lost
+
+
+def test_plan_attempt_decides_for_every_target(dit_config, runs_dir):
+    config = dit_config(run_name="p", steps=2)
+    assert plan_attempt("dit", config).action == START
+    with pytest.raises(UsageError, match="there is no run"):
+        plan_attempt("dit", dit_config(run_name="p", resume=True))
+    assert plan_attempt("dit", config, if_started=True).action == START
+
+    (runs_dir / "p").mkdir()
+    (runs_dir / "p" / "metrics.jsonl").write_text("")
+    with pytest.raises(UsageError, match="already exists"):
+        plan_attempt("dit", config)
+    assert plan_attempt("dit", config, if_started=True).action == START_OVER
+
+    run_training("dit", dit_config(run_name="q", steps=2, stop_after=1))
+    attempt = plan_attempt("dit", dit_config(run_name="q", steps=4, lr=1.0), {"steps"}, if_started=True)
+    assert attempt.action == RESUME and attempt.step == 1 and attempt.checkpoint.name == "step_0000001.pt"
+    assert attempt.config.steps == 4 and attempt.config.lr == dit_config().lr  # lr was not given: recorded
+    assert attempt.changes == {"steps": (2, 4)}
+    with pytest.raises(UsageError, match="recorded --lr"):
+        plan_attempt("dit", dit_config(run_name="q", lr=1.0), if_started=True)  # None: every field given
+
+
+def test_the_printed_resume_command_continues_the_run(dit_config, runs_dir):
+    """The repro: SIGTERM a 40-step run that checkpoints every 5, then paste the line it printed."""
+    config = dit_config(run_name="a", steps=40, checkpoint_every=5, keep_checkpoints=3, log_every=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "train", "dit", *config_to_argv(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    metrics = runs_dir / "a" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    (hint,) = [line for line in out.splitlines() if line.startswith("continue with: ")]
+    words = shlex.split(hint.removeprefix("continue with: "))
+    assert words == ["tandem", "train", "dit", "--resume", "--run-name", "a", "--runs-dir", str(runs_dir)]
+
+    resumed = subprocess.run([sys.executable, "-m", *words], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    names = [p.name for _, p in checkpoint.CheckpointDir(runs_dir / "a" / "checkpoints").existing()]
+    assert names == ["step_0000030.pt", "step_0000035.pt", "step_0000040.pt"]
+    assert record(runs_dir / "a")["config"]["steps"] == 40 and record(runs_dir / "a")["changes"] == []
+    assert steps_logged(runs_dir / "a") == list(range(1, 41))

@@ -1,0 +1,109 @@
+"""The run directory: one writer (an OS lock that dies with its holder), files read defensively."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tandem.cli import main
+from tandem.errors import UsageError
+from tandem.train.config import config_to_argv
+from tandem.train.run import RunDir, RunLock
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_bad_metrics_lines_are_reported_by_number_and_skipped(tmp_path):
+    run = RunDir(tmp_path)
+    lines = ['{"step": 1, "loss": 2.0}', "null", "garbage", '{"step": "x"}', "[1]", "", '{"step": 2, "loss": 1.0}']
+    run.metrics_path.write_text("\n".join(lines) + "\n")
+    reported = []
+    assert run.read_metrics(report=reported.append) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+    assert [line.split(": ")[0] for line in reported] == [f"{run.metrics_path}:{n}" for n in (2, 3, 4, 5)]
+    assert "not a metrics record ('null'); skipped" in reported[0]
+
+
+def test_a_null_line_in_metrics_never_breaks_a_resume(fast_flags, runs_dir, capsys):
+    assert main(["train", "dit", *fast_flags(run_name="n", steps=4, checkpoint_every=2, stop_after=2)]) == 0
+    metrics = runs_dir / "n" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "null", *lines[1:], '{"step": 2, "lo']) + "\n")
+    capsys.readouterr()
+    assert main(["train", "dit", "--resume", "--run-name", "n", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"{metrics}:2: not a metrics record ('null'); skipped" in out
+    assert f"{metrics}:{len(lines) + 2}: not a metrics record" in out
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+
+
+def test_config_json_is_rewritten_only_after_the_rest(fast_flags, runs_dir, monkeypatch):
+    assert main(["train", "dit", *fast_flags(run_name="w", steps=4, checkpoint_every=2, stop_after=2)]) == 0
+    before = (runs_dir / "w" / "config.json").read_bytes()
+
+    def full(self, step, records=None):
+        raise OSError(28, "No space left on device", str(self.metrics_path))
+
+    monkeypatch.setattr(RunDir, "rewind_metrics", full)
+    argv = ["train", "dit", "--resume", "--run-name", "w", "--runs-dir", str(runs_dir), "--steps", "6"]
+    assert main(argv) == 1
+    assert (runs_dir / "w" / "config.json").read_bytes() == before
+
+
+HOLD = "import sys, time; from tandem.train.run import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(UsageError, match=f"is being written by process {holder.pid} "):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()  # SIGKILL: no handler runs, the kernel drops the lock
+        holder.wait()
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+    lock.release()
+
+
+def test_two_processes_on_one_run(dit_config, runs_dir, capsys):
+    config = dit_config(run_name="busy", steps=100_000, checkpoint_every=3)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "train", "dit", *config_to_argv(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+    metrics = runs_dir / "busy" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 4):  # past its first checkpoint
+        assert first.poll() is None, first.communicate()[0]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    before = (runs_dir / "busy" / "config.json").read_bytes()
+
+    capsys.readouterr()
+    assert main(["train", "dit", *config_to_argv(config), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is being written by process {first.pid} " in err[0]
+    assert (runs_dir / "busy" / "config.json").read_bytes() == before
+
+    first.send_signal(signal.SIGTERM)  # the first is unharmed: it checkpoints and stops as asked
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and "stopped at step" in out, out
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps)) and [r["status"] for r in records if r.get("final")] == ["stopped"]
+
+
+def test_a_run_name_is_one_directory_name(dit_config):
+    for name in ("../x", "a/b", ".hidden", "/abs", ".."):
+        with pytest.raises(UsageError, match="not a plain directory name"):
+            RunDir.new_path(dit_config().runs_dir, "dit", name)
