@@ -52,9 +52,9 @@ def venv(tmp_path_factory) -> Path:
     return work / "venv"
 
 
-def copy_project(dest: Path) -> Path:
+def copy_project(dest: Path, source: bool = False) -> Path:
     def ignore(directory: str, names: list[str]) -> set[str]:
-        top = LEFT_OUT if Path(directory) == REPO else set()
+        top = (LEFT_OUT - {"src"} if source else LEFT_OUT) if Path(directory) == REPO else set()
         return {name for name in names if name in top or name in CACHES}
 
     return shutil.copytree(REPO, dest, ignore=ignore)
@@ -66,34 +66,44 @@ def project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tandem(venv):
-    """Runs the installed `tandem` in `cwd` as a user's shell would after activating the venv; uv (for
-    `tandem lock`: host tooling, outside the runtime lock) comes from the environment running the tests."""
+def user_env(venv) -> dict[str, str]:
+    """The environment of a user's shell with the venv activated; uv (for `tandem lock`: host tooling,
+    outside the runtime lock) comes from the environment running the tests."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("TANDEM_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
     path = [venv / "bin", Path(sys.executable).parent, env.get("PATH", "")]
-    env |= {"PATH": os.pathsep.join(map(str, path)), "VIRTUAL_ENV": str(venv)}
+    return env | {"PATH": os.pathsep.join(map(str, path)), "VIRTUAL_ENV": str(venv)}
+
+
+@pytest.fixture(scope="module")
+def tandem(user_env):
+    """Runs the installed `tandem` in `cwd`."""
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(["tandem", *args], cwd=cwd, env=env, capture_output=True, text=True)
+        return subprocess.run(["tandem", *args], cwd=cwd, env=user_env, capture_output=True, text=True)
 
     return run
 
 
-def test_the_installed_wheel_is_what_runs(venv, project):
+def test_the_installed_wheel_is_what_runs(venv, user_env, project):
     where = subprocess.run(
-        [venv / "bin" / "python", "-c", "import tandem; print(tandem.__file__)"],
-        cwd=project, capture_output=True, text=True, check=True,
+        ["python", "-c", "import tandem; print(tandem.__file__)"],
+        cwd=project, env=user_env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert Path(where).is_relative_to(venv / "lib") and not (project / "src").exists()
 
 
-def test_render_lock_and_parity_checks_pass_in_the_copy(tandem, project):
+def test_render_and_lock_checks_pass_in_the_copy(tandem, project):
     done = tandem("render", "--check", cwd=project / "docker")
     assert done.returncode == 0 and "fresh" in done.stdout, done.stdout + done.stderr
     done = tandem("lock", "--check", cwd=project)
     assert (done.returncode, done.stdout) == (0, "locks are fresh\n"), done.stderr
+
+
+def test_parity_passes_in_a_copy(tandem, tmp_path):
+    # With src/: the images take the project's source from there (COPY src, the Modal mount), the tool not.
+    project = copy_project(tmp_path.resolve() / "project", source=True)
     done = tandem("parity", cwd=project)
     assert done.returncode == 0 and "\nparity ok: " in done.stdout, done.stdout + done.stderr
 
