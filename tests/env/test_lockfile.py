@@ -108,6 +108,6 @@ def test_lock_writes_both_locks_or_neither_and_shows_the_conflict(tmp_path, monk
     ]
     assert {name: (root / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["compose.cpu.yaml", "compose.yaml", "docker", "pyproject.toml", "requirements-dev.txt",
-         "requirements-modal.txt", "src"]
+        [".dockerignore", "compose.cpu.yaml", "compose.yaml", "docker", "modal_app", "pyproject.toml",
+         "requirements-dev.txt", "requirements-modal.txt", "src"]
     )  # fmt: skip

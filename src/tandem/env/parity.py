@@ -9,12 +9,13 @@ design is listed once, in ACCEPTED, with its reason; any other difference fails.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tandem.env.dockerfile import UID, USER, VENV
 from tandem.env.image_facts import ImageFacts, describe
-from tandem.env.image_steps import SOURCE_DIR
+from tandem.env.image_steps import SOURCE_DIR, image_steps
 from tandem.env.modal_image import BUILDER_VERSION_VAR
 from tandem.env.modal_layers import ModalFunction, ModalLayer, app_functions, builder_versions, modal_layers
 from tandem.env.settings import Project
@@ -131,14 +132,25 @@ def load_app(project: Project) -> LoadedApp:
     path = project.root / APP_FILE
     if not path.is_file():
         raise UsageError(f"{path} not found: parity reads the Modal app from there")
+    # The app pins the builder version for its own process, and Modal's import registers it as a module
+    # and puts its folder on sys.path: all put back, since parity may look at other projects after.
     before = os.environ.pop(BUILDER_VERSION_VAR, None)
+    module, search_path = sys.modules.get(path.stem), list(sys.path)
     try:
         app = import_app_from_ref(parse_import_ref(str(path)))
         pinned = os.environ.get(BUILDER_VERSION_VAR)
-    finally:  # the app pins the version for its own process; parity may look at other projects after
+    except Exception as exc:
+        if isinstance(exc.__cause__, UsageError):  # the app refused its settings or lock: say why
+            raise exc.__cause__ from None
+        raise
+    finally:
         os.environ.pop(BUILDER_VERSION_VAR, None)
         if before is not None:
             os.environ[BUILDER_VERSION_VAR] = before
+        sys.modules.pop(path.stem, None)
+        if module is not None:
+            sys.modules[path.stem] = module
+        sys.path[:] = search_path
     functions = app_functions(app)
     if not functions:
         raise UsageError(f"{path}: the app registers no Functions")
@@ -254,6 +266,7 @@ def parity_rows(project: Project) -> list[Row]:
     from tandem.env.modal_image import check_builder_version
 
     check_builder_version(project)
+    image_steps(project)  # a bad lock is named before the app that reads it is imported
     app = load_app(project)
     rows = compare(docker_facts(project), modal_facts(project, app.functions[0].image), project)
     return rows + app_rows(project, app)
