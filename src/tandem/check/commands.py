@@ -31,9 +31,10 @@ def check_command(args) -> int:
     if args.compare:
         return compare_command(args.compare, show_all=args.all)
     from tandem.check.fingerprint import collect_fingerprint, write_fingerprint
+    from tandem.train.config import default_runs_dir
 
     label = args.label or ("image" if os.environ.get("TANDEM_ENV_DIGEST") else "local")
-    out = Path(args.out or Path(os.environ.get("TANDEM_RUNS_DIR", "./runs")) / "fingerprints" / f"{label}.json")
+    out = Path(args.out or Path(default_runs_dir()) / "fingerprints" / f"{label}.json")
     fingerprint = collect_fingerprint(label=label, gpu=not args.no_gpu)
     write_fingerprint(fingerprint, out)
     env = fingerprint["environment"]

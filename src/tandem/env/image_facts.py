@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tandem.env.lockfile import file_sha256
+from tandem.env.settings import python_of_image
 from tandem.errors import UsageError
 
 try:
@@ -67,8 +68,7 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
     final = stages[-1]
     by_alias = {s.alias: s for s in stages if s.alias}
     facts = ImageFacts(base_image=final.image)
-    if m := re.match(r"(?:.*/)?python:(\d+\.\d+)", final.image):
-        facts.python = m.group(1)
+    facts.python = python_of_image(final.image)
 
     reachable = _reachable(final, by_alias)
     copied_files: dict[str, Path] = {}  # path inside the image -> local file it came from

@@ -186,10 +186,10 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         "base_image_digest",
         "empty or 'sha256:<64 hex digits>'",
     )
-    tag = re.match(r"(?:.*/)?python:(\d+\.\d+)", values["base_image"])
-    if tag and tag.group(1) != values["python"]:
+    tag = python_of_image(values["base_image"])
+    if tag and tag != values["python"]:
         raise UsageError(
-            f"{source}: base_image {values['base_image']!r} is Python {tag.group(1)} but python is "
+            f"{source}: base_image {values['base_image']!r} is Python {tag} but python is "
             f"{values['python']!r}; make them agree"
         )
     _check(
@@ -230,6 +230,12 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         modal_builder_version=values["modal_builder_version"],
         env=dict(env),
     )
+
+
+def python_of_image(ref: str) -> str:
+    """The Python minor an official python image's tag names ("python:3.11-slim" -> "3.11"), else ""."""
+    tag = re.match(r"(?:.*/)?python:(\d+\.\d+)", ref)
+    return tag.group(1) if tag else ""
 
 
 def _check(ok, source: str, key: str, expected: str) -> None:
