@@ -106,3 +106,16 @@ def test_env_values_survive_quoting_on_both_sides(project_dir, value):
     project = load_project(project_dir)
     write_generated(project)
     assert docker_facts(project).env["ODD"] == value == modal_facts(project).env["ODD"]
+
+
+def test_thread_variables_are_set_from_the_settings_in_both_images_and_locally(project_dir):
+    from tandem.env.compose import render_env_file
+
+    edit(project_dir / "pyproject.toml", "threads = 4", "threads = 3")
+    project = load_project(project_dir)
+    write_generated(project)
+    docker, modal = docker_facts(project), modal_facts(project)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert docker.env[name] == modal.env[name] == "3"
+        assert f"{name}=3" in render_env_file(project).splitlines()
+    assert all(row.match for row in compare(docker, modal))
