@@ -50,3 +50,18 @@ def test_it_compares_modal_with_local_and_docker(with_credentials, checked, monk
     assert sent == [("check", "L4", 1800, ("modal-L4", "/runs"))]
     assert sorted(p.name for p in (tmp_path / "fingerprints").iterdir()) == ["local.json", "modal-L4.json"]
     assert "across local, docker, modal-L4" in capsys.readouterr().out
+
+
+def test_tox_runs_it_as_a_module_from_the_project_root(tmp_path):
+    """tox.ini's `python -m modal_app.check`: the package imports with no path set up."""
+    import os
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    env = {**os.environ, "HOME": str(tmp_path), "MODAL_CONFIG_PATH": str(tmp_path / "none.toml")}
+    env.pop("MODAL_TOKEN_ID", None), env.pop("MODAL_TOKEN_SECRET", None), env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-m", "modal_app.check"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("tox -e modal: no Modal credentials")

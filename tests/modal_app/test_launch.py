@@ -159,3 +159,23 @@ def test_a_run_stopped_here_says_how_to_continue(dirs, classifier_flags, capsys)
     threading.Thread(target=interrupt_at_first_checkpoint, daemon=True).start()
     assert launch([*words, "--checkpoint-every", "1"], app_running=False) == 1
     assert "run the same command with --run-name s to continue" in capsys.readouterr().err
+
+
+def test_python_with_credentials_detaches_on_modal(with_credentials, modal_cli, dirs, monkeypatch, capsys):
+    """`python modal_app/train.py dit --detach`: the app started detached, the run spawned with its options."""
+    import contextlib
+
+    import modal
+
+    started = []
+    monkeypatch.setattr(modal.App, "run", lambda self, **kwargs: started.append(kwargs) or contextlib.nullcontext())
+    assert launch(["dit", "--detach", "--gpu", "l40s", "--timeout", "600", "--run-name", "d"], app_running=False) == 0
+    assert started == [{"detach": True}]
+    ((how, function, gpu, timeout, config),) = [
+        (s.how, s.function, s.gpu, s.timeout, s.args[0]) for s in modal_cli.sent
+    ]
+    assert (how, function, gpu, timeout, config["run_name"], config["runs_dir"]) == (
+        "spawn", "train_dit", "L40S", 600, "d", "/runs",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "started dit run d as call fc-test" in out and "fetch:   modal run modal_app/train.py fetch d" in out
