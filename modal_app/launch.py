@@ -182,9 +182,11 @@ def train(request: Request, config, place: resources.Placement, where: str, deta
 def detached_summary(kind: str, run: str, call_id: str) -> str:
     """What to do with a run left running: its call, and the exact commands to follow and fetch it."""
     app_id = functions.app.app_id
+    named = run or f"(the newest {kind} run)"
+    run = run or "<run-name>"  # --resume without --run-name: the container picks the run
     return "\n".join(
         [
-            f"started {kind} run {run} as call {call_id} (app {app_id}); it keeps running when this machine sleeps",
+            f"started {kind} run {named} as call {call_id} (app {app_id}); it keeps running when this machine sleeps",
             f"follow:  modal app logs {app_id} --follow",
             f"fetch:   modal run {PROG} fetch {run}     (outputs so far, or at the end, into ./outputs/{run}/)",
             f"stop:    modal app stop {app_id}",

@@ -215,11 +215,10 @@ def test_a_run_outlasting_its_call_continues_in_a_new_one(tmp_path, dit_flags, i
         return type("Call", (), {"object_id": "fc-next"})()
 
     monkeypatch.setattr(modal.Function, "spawn", spawn)
-    monkeypatch.setattr(attempt, "stop_margin", lambda timeout: 0.0)
     flags = {**DiTTrainConfig().__dict__, "runs_dir": str(tmp_path), "data_dir": str(tmp_path / "data")}
     config = {**flags, "run_name": "long", "steps": 100000, "checkpoint_every": 50, "sample_every": 0,
               "batch_size": 8, "device": "cpu"}  # fmt: skip
-    place = placement("T4", 1, 40, functions.settings)  # time enough to start the trainer on a busy CPU
+    place = placement("T4", 1, 40, functions.settings)  # stopped at 36 s: time to start the trainer on a busy CPU
     result = functions.train_dit.local(config, place.as_dict())
     assert result["status"] == "continued" and result["call_id"] == "fc-next"
     ((gpu, timeout, (next_config, next_place)),) = spawned
@@ -248,3 +247,7 @@ def test_bad_input_inside_the_call_is_reported_not_retried(tmp_path, in_a_contai
               "folder": str(tmp_path / "missing"), "image_size": 8, "device": "cpu"}  # fmt: skip
     result = functions.train_dit.local(config, placement("T4", 1, 3600, functions.settings).as_dict())
     assert result["status"] == "error" and "missing" in result["message"]
+
+
+def test_the_stop_comes_a_tenth_of_the_timeout_early_at_most_ten_minutes():
+    assert (attempt.stop_margin(40), attempt.stop_margin(3600), attempt.stop_margin(4 * 3600)) == (4.0, 360.0, 600.0)
