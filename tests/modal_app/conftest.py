@@ -192,8 +192,7 @@ def modal_cli(monkeypatch, tmp_path):
         # Each `modal run` is a fresh process: the entry file and its package are imported anew.
         for name in [m for m in sys.modules if m == "train" or m == "modal_app" or m.startswith("modal_app.")]:
             monkeypatch.delitem(sys.modules, name)
-        file_at = next(i for i, w in enumerate(words) if w.endswith("train.py"))
-        words = [*words[:file_at], str(TRAIN_PY), *words[file_at + 1 :]]
+        words = [str(TRAIN_PY) if word == "modal_app/train.py" else word for word in words]
         result = CliRunner().invoke(modal_run.run, words, catch_exceptions=False)
         return result.exit_code, result.output
 

@@ -200,3 +200,11 @@ def test_detach_without_credentials_is_one_line(tmp_path):
     )
     assert done.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_module_mode_reaches_modal_the_same_way(modal_cli, dirs):
+    """`modal run -m modal_app.train ...`, Modal's way for a file inside a package."""
+    code, output = modal_cli.invoke(["-m", "modal_app.train", "classifier", "--gpu", "T4", "--gpus", "2"])
+    assert code == 0, output
+    ((how, function, gpu),) = [(s.how, s.function, s.gpu) for s in modal_cli.sent]
+    assert (how, function, gpu) == ("remote", "train_classifier", "T4:2")
