@@ -145,7 +145,7 @@ def run_job(command: list[str], deadline: float | None, grace: float = STOP_GRAC
         stop_job(process, grace)
         raise
     finally:
-        tail.join()
+        tail.join(timeout=10)  # a rank that escaped the group could hold the pipe open
     return code, out_of_time, tail.last
 
 
