@@ -174,7 +174,7 @@ def test_layout_fields_beyond_the_accepted_differences_fail(project_dir, old, ne
 
 def test_image_extended_in_the_app_fails(project_dir):
     edit(
-        project_dir / "modal_app/train.py",
+        project_dir / "modal_app/functions.py",
         "image = build_modal_image(project)",
         'image = build_modal_image(project).run_commands("pip install requests==2.32.0")',
     )
@@ -182,14 +182,10 @@ def test_image_extended_in_the_app_fails(project_dir):
 
 
 def test_function_env_in_the_app_fails(project_dir):
-    text = (project_dir / "modal_app/train.py").read_text()
-    assert text.count("@app.function(**GPU_FUNCTION, timeout=TRAIN_TIMEOUT)") >= 1
-    (project_dir / "modal_app/train.py").write_text(
-        text.replace(
-            "@app.function(**GPU_FUNCTION, timeout=TRAIN_TIMEOUT)",
-            '@app.function(**GPU_FUNCTION, timeout=TRAIN_TIMEOUT, env={"OMP_NUM_THREADS": "3"})',
-            1,
-        )
+    edit(
+        project_dir / "modal_app/functions.py",
+        "resources.TRAIN_TIMEOUT, train=True))\ndef train_classifier",
+        'resources.TRAIN_TIMEOUT, train=True), env={"OMP_NUM_THREADS": "3"})\ndef train_classifier',
     )
     assert app_mismatches(project_dir) == ["function train_classifier env"]
 
@@ -288,5 +284,18 @@ def test_env_values_survive_quoting_on_both_sides(project_dir, value):
 
 
 def test_app_that_does_not_pin_the_builder_version_fails(project_dir):
-    edit(project_dir / "modal_app/train.py", "pin_builder_version(project)", "pass")
+    edit(project_dir / "modal_app/functions.py", "pin_builder_version(project)", "pass")
     assert app_mismatches(project_dir) == ["modal builder version"]
+
+
+def test_thread_variables_are_set_from_the_settings_in_both_images_and_locally(project_dir):
+    from tandem.env.compose import render_env_file
+
+    edit(project_dir / "pyproject.toml", "threads = 4", "threads = 3")
+    project = load_project(project_dir)
+    write_generated(project)
+    docker, modal = docker_facts(project), modal_facts(project, build_modal_image(project))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert docker.env[name] == modal.env[name] == "3"
+        assert f"{name}=3" in render_env_file(project).splitlines()
+    assert app_mismatches(project_dir) == []

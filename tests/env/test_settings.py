@@ -35,6 +35,13 @@ def test_digest_pins_the_base_image():
         ({"env": {"WANDB_API_KEY": "x"}}, "env.WANDB_API_KEY looks like a secret"),
         ({"env": {"MY_SECRET_THING": "x"}}, "looks like a secret"),
         ({"env": {"WORKERS": 4}}, 'quote it: WORKERS = "4"'),
+        ({"modal_cpu": 0}, "modal_cpu must be a positive number of CPU cores"),
+        ({"modal_cpu": "4"}, "modal_cpu must be a number"),
+        ({"modal_memory": 16.5}, "modal_memory must be a int"),
+        ({"threads": 0}, "threads must be a positive number of threads"),
+        ({"threads": True}, "threads must be a int"),
+        ({"threads": 8}, "threads 8 is above modal_cpu 4.0"),
+        ({"env": {"OMP_NUM_THREADS": "2"}}, "env.OMP_NUM_THREADS is set from threads; remove it and set threads = N"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(change, message):
@@ -130,3 +137,18 @@ def test_credential_names_are_refused(name):
 @pytest.mark.parametrize("name", NORMAL_NAMES)
 def test_normal_names_pass(name):
     assert parse_settings({**VALID, "env": {name: "x"}}).env == {name: "x"}
+
+
+def test_threads_reach_every_target_through_the_runtime_env():
+    s = parse_settings({**VALID, "threads": 2})
+    assert {
+        k: s.runtime_env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    } == dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "2")
+    assert "OMP_NUM_THREADS" not in s.env  # the block itself stays as written
+    assert (s.modal_cpu, s.modal_memory) == (4.0, 16384)
+
+
+def test_the_reservation_keys_are_optional():
+    block = {k: v for k, v in VALID.items() if k not in ("modal_cpu", "modal_memory", "threads")}
+    s = parse_settings(block)
+    assert (s.modal_cpu, s.modal_memory, s.threads) == (4.0, 16384, 4)

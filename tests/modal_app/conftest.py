@@ -1,20 +1,24 @@
-"""The Modal app imported from its file, as `modal run modal_app/train.py` imports it, and tiny CPU settings.
+"""The Modal app as `modal run modal_app/train.py` reaches it, and tiny CPU settings.
 
-Nothing here reaches Modal: Functions are inspected offline and their bodies run in-process (`.local()`).
+Nothing here reaches Modal. `modal_cli` drives Modal's own `modal run` click group with only the network
+boundary replaced: starting the app, `.remote` / `.spawn` of Functions (recorded, answered here), and the
+runs Volume's reads (served from a folder). Function bodies run in-process with `.local()`.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import json
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
 
 from support import REPO
 
-MODAL_APP = REPO / "modal_app"
-sys.path.insert(0, str(MODAL_APP))  # its helpers import each other by plain name, as under `modal run`
+TRAIN_PY = REPO / "modal_app" / "train.py"
 
 # The flags of a few-second run on digits, CPU, deterministic (the cheapest shapes of each model).
 DIT_FLAGS = [
@@ -38,19 +42,6 @@ def classifier_flags():
     return list(CLASSIFIER_FLAGS)
 
 
-def import_app():
-    spec = importlib.util.spec_from_file_location("train", MODAL_APP / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def target():
-    return sys.modules.get("train") or import_app()
-
-
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     # Two shared cores: one thread per process avoids oversubscription (and is what the checks use).
@@ -70,23 +61,153 @@ def dirs(tmp_path, monkeypatch):
     return paths
 
 
-@pytest.fixture
-def no_credentials(monkeypatch):
-    """As on a machine never logged in to Modal."""
-    import modal_login
+def credentials(monkeypatch, present: bool) -> None:
+    """As on a machine logged in to Modal (a token in the environment), or never logged in."""
+    import modal.config
 
     monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
     monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
-    original = modal_login.credentials_source
-    monkeypatch.setattr(modal_login, "credentials_source", lambda environ=None, get=None: original({}, lambda k: None))
+    if present:
+        monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+        monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    else:
+        monkeypatch.setenv("MODAL_CONFIG_PATH", "/nonexistent/.modal.toml")
+        monkeypatch.setattr(modal.config.config, "get", lambda key, use_env=True: None)
+
+
+@pytest.fixture
+def no_credentials(monkeypatch):
+    credentials(monkeypatch, False)
+
+
+@pytest.fixture
+def with_credentials(monkeypatch):
+    credentials(monkeypatch, True)
+
+
+def raw(obj):
+    """The client's inner object behind a public one (private to the pinned client)."""
+    from modal._utils.async_utils import synchronizer
+
+    return synchronizer._translate_in(obj)
+
+
+@dataclass
+class Sent:
+    """One call that would have gone to Modal."""
+
+    how: str  # "remote" or "spawn"
+    function: str
+    gpu: str  # Modal's "TYPE[:COUNT]", as the options carry it
+    timeout: int
+    cpu: float
+    memory: int
+    args: tuple
+
+    @classmethod
+    def of(cls, how: str, function, args: tuple) -> Sent:
+        options = raw(function)._options
+        gpu = options.resources.gpu_config
+        spec = gpu.gpu_type if gpu.count == 1 else f"{gpu.gpu_type}:{gpu.count}"
+        resources = options.resources
+        return cls(
+            how, raw(function)._tag, spec, options.timeout_secs, resources.milli_cpu / 1000, resources.memory_mb, args
+        )
+
+
+@dataclass
+class FakeModal:
+    """What `modal_cli` records and how it answers: a runs Volume folder and canned results."""
+
+    volume: Path
+    sent: list[Sent] = field(default_factory=list)
+    results: list = field(default_factory=list)  # answers to .remote, in order (default: made up below)
+
+    def answer(self, sent: Sent):
+        if self.results:
+            return self.results.pop(0)
+        if sent.function.startswith("train_"):
+            config = sent.args[0]
+            run = self.volume / config["run_name"]
+            (run / "samples").mkdir(parents=True, exist_ok=True)
+            (run / "config.json").write_text(json.dumps(config))
+            (run / "metrics.jsonl").write_text('{"step": 1}\n')
+            (run / "samples" / "step_0000001.png").write_bytes(b"png")
+            return {
+                "kind": sent.function[6:],
+                "run_dir": f"/runs/{config['run_name']}",
+                "status": "completed",
+                "step": 1,
+            }
+        if sent.function == "check":
+            return {"label": sent.args[0], "environment": {}}
+        return {"status": "completed"}
+
+
+@pytest.fixture
+def modal_cli(monkeypatch, tmp_path):
+    """invoke(words) runs `modal run <words>` through Modal's CLI here: returns (exit code, output)."""
+    import modal
+    import modal.cli.run as modal_run
+    from click.testing import CliRunner
+    from modal.volume import FileEntry, FileEntryType
+
+    fake = FakeModal(tmp_path / "volume")
+    fake.volume.mkdir()
+
+    @contextlib.contextmanager
+    def run_app(app, **kwargs):  # the app starts on Modal, and gets an id
+        raw(app)._app_id = "ap-test"
+        yield app
+
+    def remote(self, *args, **kwargs):
+        fake.sent.append(sent := Sent.of("remote", self, args))
+        return fake.answer(sent)
+
+    def spawn(self, *args, **kwargs):
+        fake.sent.append(Sent.of("spawn", self, args))
+        return type("Call", (), {"object_id": "fc-test"})()
+
+    def listdir(self, path, recursive=False):
+        base = fake.volume / path
+        if not base.exists():
+            raise modal.exception.NotFoundError(f"No such file or directory: {path}")
+        return [
+            FileEntry(p.relative_to(fake.volume).as_posix(), FileEntryType.FILE, 0, p.stat().st_size)
+            for p in base.rglob("*")
+            if p.is_file()
+        ]
+
+    def read_file(self, path):
+        yield (fake.volume / path).read_bytes()
+
+    monkeypatch.setattr(modal_run, "run_app", run_app)
+    monkeypatch.setattr(modal.Function, "remote", remote)
+    monkeypatch.setattr(modal.Function, "spawn", spawn)
+    monkeypatch.setattr(modal.Volume, "listdir", listdir)
+    monkeypatch.setattr(modal.Volume, "read_file", read_file)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # Modal's import puts the file's folder first
+
+    def invoke(words: list[str]) -> tuple[int, str]:
+        # Each `modal run` is a fresh process: the entry file and its package are imported anew.
+        for name in [m for m in sys.modules if m == "train" or m == "modal_app" or m.startswith("modal_app.")]:
+            monkeypatch.delitem(sys.modules, name)
+        words = [str(TRAIN_PY) if word == "modal_app/train.py" else word for word in words]
+        result = CliRunner().invoke(modal_run.run, words, catch_exceptions=False)
+        return result.exit_code, result.output
+
+    fake.invoke = invoke
+    return fake
 
 
 @pytest.fixture(scope="session")
-def checked(target, tmp_path_factory):
+def checked(tmp_path_factory):
     """The check Function's body run once here: (its runs dir, the fingerprint it returned)."""
     import warnings
+
+    from modal_app import functions
 
     runs = tmp_path_factory.mktemp("check-runs")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*executing locally")
-        return runs, target.check.local("modal-test", str(runs))
+        return runs, functions.check.local("modal-test", str(runs))

@@ -1,99 +1,70 @@
-"""The entrypoint speaks `tandem train` / `tandem sample`: the same flags, turned into the same config."""
+"""The entrypoint's words: target flags here, the rest read by tandem's own parser."""
 
 from __future__ import annotations
 
 import pytest
-from modal_flags import TARGET_FLAGS, build_parser, option_strings, subparser, tandem_train_flags
 
+from modal_app.flags import parse
+from support import REPO
 from tandem.cli import build_parser as tandem_parser
+from tandem.env.settings import load_project
+from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, config_from_args
 
-
-@pytest.fixture(scope="module")
-def parser(target):
-    return build_parser(target.settings.modal_gpu, target.TRAIN_TIMEOUT, target.SHORT_TIMEOUT)
+SETTINGS = load_project(REPO).settings
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
-def test_train_flags_are_the_local_clis_plus_the_target_ones(parser, kind):
-    ours = option_strings(subparser(parser, kind))
-    assert ours - set(TARGET_FLAGS) == tandem_train_flags(kind)
-    assert set(TARGET_FLAGS) <= ours
-
-
-def test_sample_flags_are_the_local_clis_plus_the_target_ones(parser):
-    ours = option_strings(subparser(parser, "sample"))
-    assert ours - set(TARGET_FLAGS) == option_strings(subparser(tandem_parser(), "sample"))
-
-
-@pytest.mark.parametrize("kind", sorted(CONFIGS))
-def test_the_same_words_make_the_same_config(parser, kind, dit_flags, classifier_flags):
-    flags = {"dit": dit_flags, "classifier": classifier_flags}[kind] + ["--seed", "7", "--run-name", "x"]
-    ours = config_from_args(CONFIGS[kind], parser.parse_args([kind, *flags, "--gpu", "T4", "--local"]))
+def test_the_same_words_make_the_same_config(kind, dit_flags, classifier_flags):
+    flags = {"dit": dit_flags, "classifier": classifier_flags}[kind] + ["--seed", "7", "--run-name", "x", "--lr", "0.5"]
+    request = parse([kind, *flags[:4], "--gpu", "T4", "--gpus", "2", *flags[4:], "--local", "--outputs", "o"], SETTINGS)
     theirs = config_from_args(CONFIGS[kind], tandem_parser().parse_args(["train", kind, *flags]))
-    assert ours == theirs
-
-
-def test_target_flag_defaults_come_from_the_settings(parser, target):
-    args = parser.parse_args(["dit"])
-    assert (args.gpu, args.gpus, args.timeout, args.local) == (
-        target.settings.modal_gpu,
-        1,
-        target.TRAIN_TIMEOUT,
-        False,
+    assert request.config() == theirs
+    assert (request.target.gpu, request.target.gpus, request.target.local, request.target.outputs) == (
+        "T4",
+        2,
+        True,
+        "o",
     )
-    assert parser.parse_args(["check"]).timeout == target.SHORT_TIMEOUT
 
 
-def test_on_modal_the_run_uses_the_volumes_and_a_fixed_name(target, dirs):
-    from modal_launch import training_config
+def test_defaults_come_from_the_settings_and_the_timeouts():
+    dit, check = parse(["dit"], SETTINGS), parse(["check"], SETTINGS)
+    assert (dit.target.gpu, dit.target.gpus, dit.target.timeout, dit.target.detach) == ("H100", 1, 14400, False)
+    assert (check.target.gpu, check.target.gpus, check.target.timeout) == ("H100", 1, 1800)
 
-    parser = build_parser(target.settings.modal_gpu, target.TRAIN_TIMEOUT, target.SHORT_TIMEOUT)  # reads dirs
 
-    config = training_config(target, parser.parse_args(["dit", "--steps", "5"]), "modal")
-    assert (config.data_dir, config.runs_dir) == (target.settings.data_dir, target.settings.runs_dir)
-    assert config.run_name.startswith("dit-")  # chosen here, so a retried call finds the same run
-    judged = training_config(
-        target, parser.parse_args(["dit", "--classifier-checkpoint", "c/checkpoints/s.pt"]), "modal"
-    )
-    assert judged.classifier_checkpoint == f"{target.settings.runs_dir}/c/checkpoints/s.pt"
-    local = training_config(target, parser.parse_args(["dit", "--run-name", "mine"]), "local")
-    assert (local.data_dir, local.runs_dir, local.run_name) == (str(dirs["data"]), str(dirs["runs"]), "mine")
+def test_no_command_is_the_dit():
+    assert parse([], SETTINGS).command == "dit"
+    assert parse(["--steps", "5"], SETTINGS).config().steps == 5
+
+
+def test_sample_keeps_its_out_flag_apart_from_outputs():
+    request = parse(["sample", "--run", "r", "--out", "x.png", "--outputs", "o"], SETTINGS)
+    assert (request.tandem.out, request.target.outputs, request.tandem.run) == ("x.png", "o", "r")
 
 
 @pytest.mark.parametrize(
     ("words", "message"),
     [
-        (["dit", "--gpus", "9"], "--gpus must be between 1 and 8"),
-        (["classifier", "--timeout", "0"], "--timeout must be between"),
-        (["dit", "--steps", "0"], "--steps must be positive"),
+        (["train"], "argument COMMAND: invalid choice: 'train'"),
+        (["dit", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["check", "--steps", "3"], "unrecognized arguments: --steps 3"),
+        (["sample", "--run", "r", "--gpus", "2"], "unrecognized arguments: --gpus 2"),
+        (["sample", "--cfg-scale", "3"], "one of the arguments --checkpoint --run is required"),
+        (["dit", "--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        (["dit", "--gpus", "two"], "argument --gpus: invalid int value: 'two'"),
+        (["fetch"], "the following arguments are required: run"),
     ],
 )
-def test_bad_flags_fail_in_one_line_before_anything_runs(target, dirs, capsys, words, message):
-    from modal_launch import launch
-
-    assert launch(target, [*words, "--local"], app_running=False) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not dirs["runs"].exists()
+def test_bad_words_are_one_line(words, message):
+    with pytest.raises(UsageError, match=message):
+        parse(words, SETTINGS)
 
 
-def test_on_modal_sample_names_runs_and_checkpoints_in_the_runs_volume(target, dirs, monkeypatch):
-    import modal_launch
-    from modal_outputs import DirFiles
-
-    calls = []
-    monkeypatch.setattr(modal_launch, "on_target", lambda f, where, *a: lambda o: calls.append(o) or {"status": "ok"})
-    monkeypatch.setattr(modal_launch, "source", lambda *a: DirFiles(dirs["runs"]))
-    runs = target.settings.runs_dir
-    assert (
-        modal_launch.sample(target, build_parser("H100", 1, 1).parse_args(["sample", "--run", "runs/d-1"]), "modal")
-        == 0
-    )
-    args = build_parser("H100", 1, 1).parse_args(["sample", "--checkpoint", "d-1/checkpoints/step_1.pt"])
-    assert modal_launch.sample(target, args, "modal") == 0
-    assert (calls[0]["run"], calls[1]["checkpoint"]) == (f"{runs}/d-1", f"{runs}/d-1/checkpoints/step_1.pt")
-    with pytest.raises(modal_launch.UsageError, match="--out writes on this machine only"):
-        modal_launch.sample(
-            target, build_parser("H100", 1, 1).parse_args(["sample", "--run", "d", "--out", "x.png"]), "modal"
-        )
+def test_help_shows_the_target_flags_and_tandems(capsys):
+    with pytest.raises(SystemExit) as done:
+        parse(["dit", "--help"], SETTINGS)
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--gpus GPUS" in out and "--detach" in out and "usage: tandem train dit" in out and "--ema-decay" in out

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from modal.volume import FileEntry, FileEntryType
-from modal_outputs import DirFiles, VolumeFiles, copy_outputs, wanted
+
+from modal_app.outputs import DirFiles, VolumeFiles, copy_outputs, wanted
 
 RUN_FILES = {
     "config.json": b"{}",
@@ -65,3 +66,16 @@ def test_only_what_people_look_at_is_copied():
         "loss_curve.png",
         "samples/step_0000010.png",
     ]
+
+
+def test_a_missing_run_has_no_files(tmp_path):
+    from modal.exception import NotFoundError
+
+    class Missing:
+        def listdir(self, path, recursive=False):
+            raise NotFoundError(f"No such file or directory: {path}")
+
+    assert VolumeFiles(Missing()).files("nothing") == []
+    assert DirFiles(tmp_path).files("nothing") == []
+    assert copy_outputs(DirFiles(tmp_path), "nothing", tmp_path / "outputs") == []
+    assert not (tmp_path / "outputs").exists()

@@ -84,7 +84,7 @@ def render_compose(project: Project) -> str:
 def render_env_file(project: Project) -> str:
     """The settings' env block as KEY=VALUE lines, for running locally with what the images set (tox reads it)."""
     lines = [line for line in HEADER.splitlines()]
-    lines += [f"{key}={value}" for key, value in project.settings.env.items()]
+    lines += [f"{key}={value}" for key, value in project.settings.runtime_env.items()]
     return "\n".join(lines) + "\n"
 
 

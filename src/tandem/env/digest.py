@@ -30,7 +30,7 @@ def image_env(project: Project) -> dict[str, str]:
     """Every environment variable both images set, in order: the settings' block, then derived ones."""
     s = project.settings
     return {
-        **s.env,
+        **s.runtime_env,
         "TANDEM_DATA_DIR": s.data_dir,
         "TANDEM_RUNS_DIR": s.runs_dir,
         "TANDEM_PROJECT_DIR": s.workdir,

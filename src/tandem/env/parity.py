@@ -135,7 +135,8 @@ def load_app(project: Project) -> LoadedApp:
     # The app pins the builder version for its own process, and Modal's import registers it as a module
     # and puts its folder on sys.path: all put back, since parity may look at other projects after.
     before = os.environ.pop(BUILDER_VERSION_VAR, None)
-    module, search_path = sys.modules.get(path.stem), list(sys.path)
+    search_path = list(sys.path)
+    ours = {name: sys.modules.pop(name) for name in list(sys.modules) if _app_module(name, path)}
     try:
         app = import_app_from_ref(parse_import_ref(str(path)))
         pinned = os.environ.get(BUILDER_VERSION_VAR)
@@ -147,14 +148,20 @@ def load_app(project: Project) -> LoadedApp:
         os.environ.pop(BUILDER_VERSION_VAR, None)
         if before is not None:
             os.environ[BUILDER_VERSION_VAR] = before
-        sys.modules.pop(path.stem, None)
-        if module is not None:
-            sys.modules[path.stem] = module
+        for name in [name for name in sys.modules if _app_module(name, path)]:
+            del sys.modules[name]
+        sys.modules.update(ours)
         sys.path[:] = search_path
     functions = app_functions(app)
     if not functions:
         raise UsageError(f"{path}: the app registers no Functions")
     return LoadedApp(functions, pinned)
+
+
+def _app_module(name: str, path: Path) -> bool:
+    """The modules importing the app file defines: its own name, and its package's (modal_app.*)."""
+    package = path.parent.name
+    return name == path.stem or name == package or name.startswith(package + ".")
 
 
 def load_app_functions(project: Project) -> list[ModalFunction]:

@@ -47,9 +47,22 @@ _FIELDS = {
     "runs_dir": str,
     "modal_gpu": str,
     "modal_builder_version": str,
+    "modal_cpu": (int, float),
+    "modal_memory": int,
+    "threads": int,
     "env": dict,
 }
-_OPTIONAL = {"base_image_digest": "", "apt_packages": [], "env": {}}
+_OPTIONAL = {
+    "base_image_digest": "",
+    "apt_packages": [],
+    "env": {},
+    "modal_cpu": 4.0,
+    "modal_memory": 16384,
+    "threads": 4,
+}
+# Set from `threads` in every image and in local runs, so CPU kernels use the same thread count everywhere
+# (Modal would otherwise derive them from its CPU reservation; torch reads OMP_ and MKL_, numpy OPENBLAS_).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -62,9 +75,17 @@ class ImageSettings:
     runs_dir: str
     modal_gpu: str
     modal_builder_version: str
+    modal_cpu: float = 4.0  # CPU cores reserved for each Modal container
+    modal_memory: int = 16384  # MiB of memory reserved for each Modal container
+    threads: int = 4  # CPU threads of each process, on every target (THREAD_VARS)
     base_image_digest: str = ""
     apt_packages: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runtime_env(self) -> dict[str, str]:
+        """The environment every target sets from the settings: the env block, then the thread variables."""
+        return {**self.env, **dict.fromkeys(THREAD_VARS, str(self.threads))}
 
     @property
     def base_ref(self) -> str:
@@ -83,6 +104,9 @@ class ImageSettings:
             "runs_dir": self.runs_dir,
             "modal_gpu": self.modal_gpu,
             "modal_builder_version": self.modal_builder_version,
+            "modal_cpu": self.modal_cpu,
+            "modal_memory": self.modal_memory,
+            "threads": self.threads,
             "env": dict(self.env),
         }
 
@@ -169,8 +193,9 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         raise UsageError(f"{source}: missing key {missing[0]!r}; add it")
     values = {k: block.get(k, _OPTIONAL.get(k)) for k in _FIELDS}
     for key, kind in _FIELDS.items():
-        if not isinstance(values[key], kind):
-            raise UsageError(f"{source}: {key} must be a {kind.__name__}, got {values[key]!r}")
+        if not isinstance(values[key], kind) or isinstance(values[key], bool):
+            name = "number" if isinstance(kind, tuple) else kind.__name__
+            raise UsageError(f"{source}: {key} must be a {name}, got {values[key]!r}")
 
     _check(re.fullmatch(r"3\.\d+", values["python"]), source, "python", "a minor version such as '3.11'")
     _check(re.fullmatch(r"\d+\.\d+\.\d+", values["uv_version"]), source, "uv_version", "a version like '0.9.5'")
@@ -207,7 +232,17 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
             "apt_packages",
             f"Debian package names (bad entry {pkg!r})",
         )
+    _check(values["modal_cpu"] > 0, source, "modal_cpu", "a positive number of CPU cores, e.g. 4.0")
+    _check(values["modal_memory"] > 0, source, "modal_memory", "a positive number of MiB, e.g. 16384")
+    _check(values["threads"] >= 1, source, "threads", "a positive number of threads, e.g. 4")
+    if values["threads"] > values["modal_cpu"]:
+        raise UsageError(
+            f"{source}: threads {values['threads']} is above modal_cpu {values['modal_cpu']}: more threads than "
+            "reserved cores only contend; lower threads or raise modal_cpu"
+        )
     env = values["env"]
+    for key in set(env) & set(THREAD_VARS):
+        raise UsageError(f"{source}: env.{key} is set from threads; remove it and set threads = N instead")
     for key, value in env.items():
         _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key), source, f"env.{key}", "a valid variable name")
         if not isinstance(value, str):
@@ -228,6 +263,9 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         runs_dir=values["runs_dir"],
         modal_gpu=values["modal_gpu"],
         modal_builder_version=values["modal_builder_version"],
+        modal_cpu=float(values["modal_cpu"]),
+        modal_memory=values["modal_memory"],
+        threads=values["threads"],
         env=dict(env),
     )
 

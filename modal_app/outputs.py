@@ -26,6 +26,8 @@ class DirFiles:
 
     def files(self, run: str) -> list[str]:
         base = self.root / run
+        if not base.is_dir():
+            return []
         return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
 
     def read(self, run: str, relative: str) -> bytes:
@@ -39,9 +41,13 @@ class VolumeFiles:
         self.volume = volume
 
     def files(self, run: str) -> list[str]:
+        from modal.exception import NotFoundError
         from modal.volume import FileEntryType
 
-        entries = self.volume.listdir(run, recursive=True)
+        try:
+            entries = self.volume.listdir(run, recursive=True)
+        except (NotFoundError, FileNotFoundError):  # no such run: nothing to copy
+            return []
         paths = [e.path for e in entries if e.type == FileEntryType.FILE]
         return sorted(PurePosixPath(p).relative_to(run).as_posix() for p in paths)
 
@@ -50,12 +56,10 @@ class VolumeFiles:
 
 
 def copy_outputs(source, run: str, outputs: str | Path) -> list[Path]:
-    """Copy the run's wanted files into <outputs>/<run>/; returns the files written."""
+    """Copy the run's wanted files into <outputs>/<run>/; returns the files written (none: no such run)."""
     dest = Path(outputs) / run
     written = []
-    for relative in source.files(run):
-        if not wanted(relative):
-            continue
+    for relative in filter(wanted, source.files(run)):
         path = dest / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")

@@ -1,7 +1,7 @@
 """`tox -e modal`: `tandem check` in a Modal GPU container, compared with the local and Docker fingerprints
 through `tandem check --compare` (which compares GPU sections only between GPUs of the same kind).
 
-    python modal_app/modal_check.py [--gpu H100] [--docker-fingerprint PATH | --no-docker]
+    python -m modal_app.check [--gpu H100] [--docker-fingerprint PATH | --no-docker]
 
 The fingerprints land in outputs/fingerprints/: modal-<gpu>.json, local.json, docker.json.
 """
@@ -14,10 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import modal_login
+from . import login, resources
 
 COMMAND = "tox -e modal"
-HERE = Path(__file__).resolve().parent
 
 
 def docker_fingerprint(folder: Path, project_root: Path) -> Path | None:
@@ -46,20 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     docker.add_argument("--no-docker", action="store_true", help="compare Modal with this machine only")
     args = parser.parse_args(argv)
-    if not modal_login.credentials_source():
-        print(modal_login.no_credentials_message(COMMAND), file=sys.stderr)
+    if not login.credentials_source():
+        print(login.no_credentials_message(COMMAND), file=sys.stderr)
         return 1
 
-    sys.path.insert(0, str(HERE))
-    import train as target
-    from modal_launch import modal_session, run_check
-
     from tandem.cli import main as tandem
+    from tandem.errors import UsageError
+
+    from . import functions
+    from .launch import fingerprint_of, modal_session
 
     folder = Path(args.outputs) / "fingerprints"
-    gpu = args.gpu or target.settings.modal_gpu
-    with modal_session(target, "modal", app_running=False):
-        modal_json = run_check(target, gpu, "modal", target.SHORT_TIMEOUT, folder)
+    try:
+        place = resources.placement(
+            args.gpu or functions.settings.modal_gpu, 1, resources.SHORT_TIMEOUT, functions.settings
+        )
+    except UsageError as exc:
+        print(f"{COMMAND}: error: {exc}", file=sys.stderr)
+        return UsageError.exit_code
+    with modal_session("modal", app_running=False):
+        modal_json = fingerprint_of(place, "modal", folder)
     local_json = folder / "local.json"
     if tandem(["check", "--label", "local", "--out", str(local_json)]) != 0:
         return 1
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         docker_json = (
             Path(args.docker_fingerprint)
             if args.docker_fingerprint
-            else docker_fingerprint(folder, target.project.root)
+            else docker_fingerprint(folder, functions.project.root)
         )
     paths = [local_json, *([docker_json] if docker_json else []), modal_json]
     return tandem(["check", "--compare", *map(str, paths)])

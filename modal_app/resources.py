@@ -1,0 +1,123 @@
+"""The one place that decides what a Modal call runs on: GPU type and count, timeout, CPU and memory.
+
+The GPU table is what Modal's GPU guide documents for the pinned client (modal 1.6): the types `gpu=`
+accepts and how many of each fit in one container. The client itself only upper-cases the type and splits
+off `:COUNT`, so without this check a typo (`A10G:8`, `nonsense`) fails on Modal, after the image build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tandem.errors import UsageError
+
+# type -> most GPUs per container ("H100!" is an H100 never upgraded to an H200; "B200+" may get a B300)
+GPU_TYPES = {
+    "T4": 8,
+    "L4": 8,
+    "A10": 4,
+    "A10G": 4,  # the older name of A10
+    "L40S": 8,
+    "A100": 8,
+    "A100-40GB": 8,
+    "A100-80GB": 8,
+    "RTX-PRO-6000": 1,  # the guide names no multi-GPU count for it
+    "H100": 8,
+    "H100!": 8,
+    "H200": 8,
+    "B200": 8,
+    "B200+": 8,
+}
+MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit per call, in seconds
+TRAIN_TIMEOUT = 4 * 60 * 60  # per call; a longer run continues in a new call (see attempt.py)
+SHORT_TIMEOUT = 30 * 60  # sampling and the fingerprint
+RETRIES = 3  # attempts after the first, 10 s, 20 s, 40 s apart
+RETRY_DELAY = 10.0
+RETRY_BACKOFF = 2.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one call runs: `count` GPUs of `gpu`, stopped after `timeout` seconds, with the settings'
+    CPU and memory reservation. Plain values, so a Function can pass it on to its continuation."""
+
+    gpu: str
+    count: int
+    timeout: int
+    cpu: float
+    memory: int
+
+    @property
+    def gpu_spec(self) -> str:
+        """Modal's "TYPE" or "TYPE:COUNT"."""
+        return self.gpu if self.count == 1 else f"{self.gpu}:{self.count}"
+
+    def options(self) -> dict:
+        """Keyword arguments of Function.with_options (cpu and memory too: the call's resources replace the
+        decorator's)."""
+        return {"gpu": self.gpu_spec, "timeout": self.timeout, "cpu": self.cpu, "memory": self.memory}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        gpus = f"{self.count} x {self.gpu}" if self.count > 1 else self.gpu
+        return f"{gpus}, {self.cpu:g} CPU, {self.memory} MiB, timeout {self.timeout} s"
+
+
+def placement(gpu: str, count: int, timeout: int, settings) -> Placement:
+    """A checked Placement from the flags (`settings`: the image settings, for CPU and memory)."""
+    return Placement(gpu_type(gpu), gpu_count(gpu_type(gpu), count), checked_timeout(timeout), *reservation(settings))
+
+
+def gpu_type(value: str) -> str:
+    """The documented spelling of a GPU type given in any case; one line listing the valid ones otherwise."""
+    known = {name.upper(): name for name in GPU_TYPES}
+    if ":" in value and value.split(":", 1)[0].upper() in known:
+        raise UsageError(
+            f"--gpu {value!r}: give the type alone and the count with --gpus, e.g. --gpu {value.split(':')[0]} --gpus {value.split(':', 1)[1]}"
+        )
+    if value.upper() not in known:
+        raise UsageError(f"--gpu {value!r} is not a Modal GPU type; use one of {', '.join(GPU_TYPES)}")
+    return known[value.upper()]
+
+
+def gpu_count(gpu: str, count: int) -> int:
+    most = GPU_TYPES[gpu]
+    if not 1 <= count <= most:
+        raise UsageError(
+            f"--gpus {count}: a container holds 1 to {most} {gpu} GPUs on Modal; pick a count in that range"
+        )
+    return count
+
+
+def checked_timeout(timeout: int) -> int:
+    if not 1 <= timeout <= MAX_TIMEOUT:
+        raise UsageError(
+            f"--timeout {timeout}: Modal allows 1 to {MAX_TIMEOUT} seconds per call; a longer training continues "
+            "in a new call by itself"
+        )
+    return timeout
+
+
+def reservation(settings) -> tuple[float, int]:
+    """(CPU cores, memory MiB) reserved for every container, from the settings block."""
+    return float(settings.modal_cpu), int(settings.modal_memory)
+
+
+def function_options(settings, timeout: int, train: bool) -> dict:
+    """The `@app.function` defaults: the settings' GPU, CPU and memory, a timeout and retries; training gets
+    a fresh container per input, so a retry never shares one with an attempt that may still be stopping."""
+    import modal
+
+    cpu, memory = reservation(settings)
+    options = {
+        "gpu": gpu_type(settings.modal_gpu),
+        "cpu": cpu,
+        "memory": memory,
+        "timeout": timeout,
+        "retries": modal.Retries(max_retries=RETRIES, backoff_coefficient=RETRY_BACKOFF, initial_delay=RETRY_DELAY),
+    }
+    if train:
+        options["single_use_containers"] = True
+    return options

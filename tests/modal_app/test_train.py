@@ -1,0 +1,210 @@
+"""Every README Modal command, run as `modal run` runs it: Modal's CLI imports modal_app/train.py, builds the
+click command of its local entrypoint and calls it; what reaches `.remote` / `.spawn` is compared with
+literal expectations and with the config `tandem train <kind>` builds from the same flags."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+from tandem.cli import build_parser as tandem_parser
+from tandem.train.config import CONFIGS, config_from_args
+
+H100 = {"gpu": "H100", "timeout": 4 * 3600, "cpu": 4.0, "memory": 16384}  # the settings' defaults, training
+SHORT = {**H100, "timeout": 30 * 60}
+
+
+def tandem_config(kind: str, flags: list[str], run_name: str) -> dict:
+    """What `tandem train <kind> FLAGS` would train, on Modal's Volumes under the run name chosen."""
+    config = config_from_args(CONFIGS[kind], tandem_parser().parse_args(["train", kind, *flags])).__dict__
+    return {**config, "data_dir": "/data", "runs_dir": "/runs", "run_name": run_name}
+
+
+def sent_options(sent) -> dict:
+    return {"gpu": sent.gpu, "timeout": sent.timeout, "cpu": sent.cpu, "memory": sent.memory}
+
+
+# (README command, [(how, Function, options)], training kind and flags or None)
+README_COMMANDS = {
+    "modal run modal_app/train.py dit --steps 2000": ([("remote", "train_dit", H100)], ("dit", ["--steps", "2000"])),
+    "modal run modal_app/train.py classifier --dataset cifar10 --gpu A100 --gpus 2": (
+        [("remote", "train_classifier", {**H100, "gpu": "A100:2"})],
+        ("classifier", ["--dataset", "cifar10"]),
+    ),
+    "modal run modal_app/train.py sample --run dit-20260101-120000 --cfg-scale 3": (
+        [("remote", "sample", SHORT)],
+        None,
+    ),
+    "modal run modal_app/train.py check": ([("remote", "check", SHORT)], None),
+    "modal run --detach modal_app/train.py dit --steps 200000": (
+        [("spawn", "train_dit", H100)],
+        ("dit", ["--steps", "200000"]),
+    ),
+    "modal run modal_app/train.py fetch dit-20260101-120000": ([], None),
+}
+
+
+def readme_modal_commands() -> set[str]:
+    text = (REPO / "README.md").read_text()
+    lines = re.findall(r"^\s{4}(modal run [^#\n]*modal_app/train\.py[^#\n]*)", text, flags=re.M)
+    return {re.sub(r"\s+", " ", line).strip() for line in lines}
+
+
+def test_every_readme_modal_command_has_a_case_below():
+    assert readme_modal_commands() == set(README_COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(README_COMMANDS))
+def test_readme_command_reaches_modal_with_these_options(command, modal_cli, dirs):
+    expected, training = README_COMMANDS[command]
+    run = dirs["outputs"].parent / "volume" / "dit-20260101-120000"
+    (run / "samples").mkdir(parents=True)  # a finished run in the runs Volume, for sample and fetch
+    (run / "config.json").write_text("{}")
+    (run / "samples" / "step_0000600.png").write_bytes(b"png")
+
+    code, output = modal_cli.invoke(command.split()[2:])
+    assert code == 0, output
+    assert [(s.how, s.function, sent_options(s)) for s in modal_cli.sent] == expected
+    if training:
+        kind, flags = training
+        (sent,) = modal_cli.sent
+        config, placement = sent.args
+        assert re.fullmatch(rf"{kind}-\d{{8}}-\d{{6}}", config["run_name"])  # fixed before the call
+        assert config == tandem_config(kind, flags, config["run_name"])
+        assert placement == {"gpu": sent.gpu.split(":")[0], "count": int((sent.gpu + ":1").split(":")[1]), **{
+            k: sent_options(sent)[k] for k in ("timeout", "cpu", "memory")
+        }}  # fmt: skip
+    if command.endswith("sample --run dit-20260101-120000 --cfg-scale 3"):
+        (sent,) = modal_cli.sent
+        theirs = vars(tandem_parser().parse_args(["sample", "--run", "x", "--cfg-scale", "3"]))
+        assert sent.args == (
+            {**{k: v for k, v in theirs.items() if k not in ("command", "func")}, "run": "/runs/dit-20260101-120000"},
+        )
+    if command.endswith(" check"):
+        assert modal_cli.sent[0].args == ("modal-H100", "/runs")
+        assert json.loads((dirs["outputs"] / "fingerprints" / "modal-H100.json").read_text())["label"] == "modal-H100"
+    if " fetch " in command or " sample " in command:
+        copied = sorted(p.relative_to(dirs["outputs"]).as_posix() for p in dirs["outputs"].rglob("*") if p.is_file())
+        assert copied == ["dit-20260101-120000/config.json", "dit-20260101-120000/samples/step_0000600.png"]
+
+
+def test_a_detached_run_says_how_to_follow_and_fetch_it(modal_cli, dirs):
+    code, output = modal_cli.invoke(["--detach", "modal_app/train.py", "dit", "--run-name", "long"])
+    assert code == 0, output
+    assert "started dit run long as call fc-test (app ap-test)" in output
+    assert "follow:  modal app logs ap-test --follow" in output
+    assert "fetch:   modal run modal_app/train.py fetch long" in output
+    assert not dirs["outputs"].exists()  # nothing to copy yet
+
+
+def test_a_finished_run_lands_in_outputs(modal_cli, dirs):
+    code, output = modal_cli.invoke(["modal_app/train.py", "dit", "--run-name", "r1"])
+    assert code == 0, output
+    assert sorted(p.name for p in (dirs["outputs"] / "r1").rglob("*") if p.is_file()) == [
+        "config.json",
+        "metrics.jsonl",
+        "step_0000001.png",
+    ]
+    assert "dit completed at step 1" in output
+
+
+def test_no_command_trains_the_dit(modal_cli, dirs):
+    code, output = modal_cli.invoke(["modal_app/train.py", "--steps", "5"])
+    assert code == 0, output
+    (sent,) = modal_cli.sent
+    assert sent.function == "train_dit" and sent.args[0]["steps"] == 5
+
+
+def test_a_run_longer_than_a_call_is_followed_into_the_next(modal_cli, dirs, monkeypatch):
+    import modal
+
+    final = {"kind": "dit", "run_dir": "/runs/long", "status": "completed", "step": 9}
+    modal_cli.results = [{"kind": "dit", "run_dir": "/runs/long", "status": "continued", "step": 4, "call_id": "fc-2"}]
+    asked = []
+    monkeypatch.setattr(modal.FunctionCall, "get", lambda self, timeout=None: asked.append(self) or final)
+    code, output = modal_cli.invoke(["modal_app/train.py", "dit", "--run-name", "long"])
+    assert code == 0, output
+    assert "continuing in call fc-2" in output and "dit completed at step 9" in output
+    assert len(asked) == 1
+
+
+BAD_INPUT = [
+    (["modal_app/train.py", "train"], "invalid choice: 'train'"),
+    (["modal_app/train.py", "dit", "--gpu", "nonsense"], "--gpu 'nonsense' is not a Modal GPU type; use one of T4, L4"),
+    (["modal_app/train.py", "dit", "--gpu", "A10G:8"], "--gpu 'A10G:8': give the type alone and the count with --gpus"),
+    (["modal_app/train.py", "dit", "--gpu", "A10G", "--gpus", "8"], "--gpus 8: a container holds 1 to 4 A10G GPUs"),
+    (["modal_app/train.py", "classifier", "--gpus", "0"], "--gpus 0: a container holds 1 to 8 H100 GPUs"),
+    (["modal_app/train.py", "dit", "--timeout", "90000"], "--timeout 90000: Modal allows 1 to 86400 seconds per call"),
+    (["modal_app/train.py", "check", "--timeout", "0"], "--timeout 0: Modal allows 1 to 86400 seconds per call"),
+    (["modal_app/train.py", "dit", "--detach"], "under `modal run`, detach with Modal's own flag: modal run --detach"),
+    (["modal_app/train.py", "dit", "--steps", "0"], "--steps must be positive"),
+    (["modal_app/train.py", "dit", "--bogus"], "unrecognized arguments: --bogus"),
+    (
+        ["modal_app/train.py", "fetch", "nothing-here"],
+        "no run 'nothing-here' in Volume tandem-runs; list the runs with",
+    ),
+]
+
+
+@pytest.mark.parametrize(("words", "message"), BAD_INPUT, ids=[" ".join(w[1:]) for w, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_nothing_sent_nothing_written(words, message, modal_cli, dirs, capsys):
+    code, output = modal_cli.invoke(words)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], output
+    assert lines[0].startswith(
+        f"modal_app/train.py {words[1] if words[1] in ('dit', 'classifier', 'check', 'fetch') else 'train'}: error: "
+    )
+    assert modal_cli.sent == []
+    assert sorted(p.name for p in dirs["outputs"].parent.iterdir()) == ["volume"]  # no outputs, runs or data
+
+
+def run_python(words, cwd, env=None):
+    import os
+
+    return subprocess.run(
+        [sys.executable, str(REPO / "modal_app" / "train.py"), *words],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_python_modal_app_train_py_works_from_anywhere(tmp_path):
+    """`python modal_app/train.py`: a file inside a package, run from any folder."""
+    done = run_python(["dit", "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "--gpus GPUS" in done.stdout and "--checkpoint-every CHECKPOINT_EVERY" in done.stdout
+
+
+def test_detach_without_credentials_is_one_line(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "HOME": str(home),
+        "MODAL_TOKEN_ID": "",
+        "MODAL_TOKEN_SECRET": "",
+        "MODAL_CONFIG_PATH": str(home / "none.toml"),
+    }
+    done = run_python(["dit", "--detach"], tmp_path, env)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith(
+        "modal_app/train.py dit: error: --detach starts the run on Modal, and this machine has no Modal credentials; log in with `modal token new`"
+    )
+    assert done.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_module_mode_reaches_modal_the_same_way(modal_cli, dirs):
+    """`modal run -m modal_app.train ...`, Modal's way for a file inside a package."""
+    code, output = modal_cli.invoke(["-m", "modal_app.train", "classifier", "--gpu", "T4", "--gpus", "2"])
+    assert code == 0, output
+    ((how, function, gpu),) = [(s.how, s.function, s.gpu) for s in modal_cli.sent]
+    assert (how, function, gpu) == ("remote", "train_classifier", "T4:2")
