@@ -42,9 +42,10 @@ def test_the_settings_block_holds_the_reservation():
 
 
 def test_every_function_runs_on_the_shared_image():
-    shared = modal_layers(build_modal_image(load_project(REPO)))
+    version = load_project(REPO).settings.modal_builder_version
+    shared = modal_layers(build_modal_image(load_project(REPO)), version)
     for name in FUNCTIONS:
-        assert modal_layers(getattr(functions, name)._spec_.image) == shared, name
+        assert modal_layers(getattr(functions, name)._spec_.image, version) == shared, name
 
 
 @pytest.mark.parametrize(
