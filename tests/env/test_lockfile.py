@@ -75,8 +75,8 @@ def test_a_binary_lock_is_refused(tmp_path):
 FAKE_UV = """#!/bin/sh
 # uv pip compile ... -o OUT: the runtime lock compiles, the dev lock does not (as a conflict in the dev group)
 for last; do :; done
-case "$last" in
-  requirements-dev.txt)
+case "$FAIL$last" in
+  yesrequirements-dev.txt)
     echo "error: No solution found when resolving dependencies" >&2
     echo "  cause: Because you require tqdm<4 and tqdm==4.70.1, we can conclude that your requirements are unsatisfiable." >&2
     echo "  hint: an unrelated hint" >&2
@@ -98,6 +98,7 @@ def test_lock_writes_both_locks_or_neither_and_shows_the_conflict(tmp_path, monk
     (bin_dir / "uv").write_text(FAKE_UV)
     (bin_dir / "uv").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAIL", "yes")
 
     assert main(["lock", "--project", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -111,3 +112,9 @@ def test_lock_writes_both_locks_or_neither_and_shows_the_conflict(tmp_path, monk
         [".dockerignore", "compose.cpu.yaml", "compose.yaml", "docker", "modal_app", "pyproject.toml",
          "requirements-dev.txt", "requirements-modal.txt", "src"]
     )  # fmt: skip
+
+    # Both compile: both are replaced.
+    monkeypatch.setenv("FAIL", "no")
+    assert main(["lock", "--project", str(root)]) == 0
+    for name in before:
+        assert (root / name).read_text() == "tqdm==4.70.1 \\\n    --hash=sha256:" + "c" * 64 + "\n"

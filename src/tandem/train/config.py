@@ -62,7 +62,9 @@ class TrainConfig:
     run_name: str = setting("", help="run directory name under --runs-dir; default <kind>-<timestamp>")
     resume: bool = setting(
         False,
-        help="continue from the latest valid checkpoint of the --run-name run, or else of the newest run of this kind",
+        help="continue the --run-name run (else the newest run of this kind) from its latest complete checkpoint, "
+        "with the settings its config.json records; flags given may only change its length, cadence, sampling "
+        "and device (recorded in config.json). A run with no complete checkpoint starts over",
     )
     checkpoint_every: int = setting(500, help="write a checkpoint every this many steps (0: only at the end)")
     keep_checkpoints: int = setting(3, help="keep only this many most recent checkpoints")

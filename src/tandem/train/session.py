@@ -2,8 +2,9 @@
 stopping safely (SIGTERM, --stop-after, a NaN loss).
 
 A loop builds a Session (which validates every input before anything is written), builds its model,
-calls open_run (the last check: --resume and the checkpoint's model), and from then on reports each
-step to the session. Every method that may talk to other ranks is called by all ranks at the same step.
+calls open_run (the last check: it takes the run's lock, decides with tandem.train.attempt whether this
+attempt starts, resumes or starts over the run, and checks the checkpoint's model), and from then on
+reports each step to the session. Every method that may talk to other ranks is called by all ranks at the same step.
 """
 
 from __future__ import annotations
