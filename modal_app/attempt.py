@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,16 +33,17 @@ class RunInterrupted(RuntimeError):
     Modal retries the call, and the retry resumes from that checkpoint."""
 
 
-def train_here(kind: str, values: dict, placement, next_call, commit) -> dict:
+def train_here(kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None) -> dict:
     """Train `kind` with the config `values` on this machine over `placement.count` GPUs, resuming the run
     when an earlier attempt left a checkpoint. `next_call` is the Function a run continues in when this
-    call's time is up; `commit` makes the runs Volume's new files durable (None: nothing to commit)."""
+    call's time is up; `commit` makes the runs Volume's new files durable (None: nothing to commit);
+    `given` names the fields the user's words set (None: all of them, as for a resolved config)."""
     from tandem.errors import UsageError
     from tandem.train import CONFIGS
     from tandem.train.config import config_from_dict
 
     try:
-        config = resume_if_started(kind, config_from_dict(CONFIGS[kind], values))
+        config = resume_if_started(kind, config_from_dict(CONFIGS[kind], values), given)
     except UsageError as exc:
         return {"kind": kind, "status": "error", "message": str(exc)}
     run_dir = Path(config.runs_dir) / config.run_name
@@ -70,39 +70,17 @@ def stop_margin(timeout: int) -> float:
     return min(600.0, timeout / 10)
 
 
-def resume_if_started(kind: str, config):
-    """The config an attempt runs: resuming when the run already has a checkpoint (a retry, or Modal
-    restarting a preempted call), and starting over when an attempt died before its first one."""
-    from tandem.train.checkpoint import CheckpointDir
-    from tandem.train.run import RunDir
+def resume_if_started(kind: str, config, given: list[str] | None = None):
+    """The config an attempt trains, by the rule every target uses (tandem.train.attempt.plan_attempt): a run
+    that exists is continued (a retry, a restart after preemption, the next call of a long run), one with no
+    complete checkpoint starts over, a finished one is refused unless the call makes it longer. The run's
+    name is fixed here, so the child, the Volume commits and a retry agree on it."""
+    from tandem.train.attempt import START, plan_attempt
 
-    if not config.run_name:
-        # Pin the run now, so the Volume commits and a retry agree on it (the entrypoint names every new
-        # run; a new name here serves other callers).
-        name = (
-            RunDir.to_resume(config.runs_dir, kind, "").name
-            if config.resume
-            else RunDir.new_path(config.runs_dir, kind, "").name
-        )
-        config = dataclasses.replace(config, run_name=name)
-    run_dir = Path(config.runs_dir) / config.run_name
-    if CheckpointDir(run_dir / "checkpoints").existing():
-        if not config.resume:
-            print(f"{run_dir} has checkpoints from an earlier attempt: resuming it")
-        return dataclasses.replace(config, resume=True)
-    if not config.resume and run_dir.is_dir() and only_run_files(run_dir):
-        print(f"{run_dir} holds an attempt that stopped before its first checkpoint: starting over")
-        shutil.rmtree(run_dir)
-    return config
-
-
-def only_run_files(run_dir: Path) -> bool:
-    """Nothing but what a trainer writes (so removing it loses nothing anybody else put there)."""
-    from tandem.train.run import RunDir
-
-    run = RunDir(run_dir)
-    written = {run.config_path, run.metrics_path, run.loss_curve_path, run.samples_dir, run.checkpoints.directory}
-    return all(path in written or path.name.startswith(".") for path in run_dir.iterdir())
+    attempt = plan_attempt(kind, config, given, if_started=True)
+    if attempt.note:
+        print(attempt.note)
+    return dataclasses.replace(attempt.config, run_name=attempt.run_dir.name, resume=attempt.action != START)
 
 
 # -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tandem.cli import build_parser as tandem_parser
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, config_from_args
+from tandem.train.config import CONFIGS, config_from_args, given_fields
 
 from . import resources
 
@@ -39,6 +39,10 @@ class Request:
     def config(self):
         """The training config, built as `tandem train <kind>` builds it from the same words."""
         return config_from_args(CONFIGS[self.command], self.tandem)
+
+    def given(self) -> list[str]:
+        """The config fields the words set: only these may differ from a continued run's record."""
+        return sorted(given_fields(self.tandem))
 
 
 def build_parser(settings) -> Parser:

@@ -151,7 +151,7 @@ def in_runs_volume(path: str) -> str:
 def train(request: Request, config, place: resources.Placement, where: str, detach: bool) -> int:
     kind = request.command
     function = functions.TRAIN_FUNCTIONS[kind]
-    args = (dataclasses.asdict(config), place.as_dict())
+    args = (dataclasses.asdict(config), place.as_dict(), request.given())
     if detach:
         started = function.with_options(**place.options()).spawn(*args)
         print(detached_summary(kind, config.run_name, started.object_id))

@@ -3,6 +3,8 @@ resuming an earlier attempt's run, and continuing a run in a new call when this 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -152,21 +154,37 @@ def test_a_failed_commit_does_not_stop_training(tmp_path, capsys):
 def test_an_attempt_that_died_before_its_first_checkpoint_starts_over(tmp_path, capsys):
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.json").write_text("{}")
+    (run / "checkpoints" / ".step_0000003.pt.tmp").write_bytes(b"torn")
+    config = DiTTrainConfig(runs_dir=str(tmp_path), run_name="r", steps=6)
+    (run / "config.json").write_text(json.dumps({"kind": "dit", "config": dataclasses.asdict(config)}))
     (run / "metrics.jsonl").write_text('{"step": 1}\n')
-    config = DiTTrainConfig(runs_dir=str(tmp_path), run_name="r")
-    assert attempt.resume_if_started("dit", config) == config
-    assert not run.exists()
-    assert "starting over" in capsys.readouterr().out
+    planned = attempt.resume_if_started("dit", config)
+    assert (planned.run_name, planned.resume, planned.steps) == ("r", True, 6)  # the child starts it over
+    assert (
+        "has no complete checkpoint, so nothing trained to keep: starting it over from step 0"
+        in capsys.readouterr().out
+    )
 
 
-def test_a_directory_holding_anything_else_is_left_for_the_trainer_to_refuse(tmp_path):
-    run = tmp_path / "r"
-    run.mkdir()
-    (run / "notes.txt").write_text("mine")
-    config = DiTTrainConfig(runs_dir=str(tmp_path), run_name="r")
-    assert attempt.resume_if_started("dit", config) == config
-    assert (run / "notes.txt").exists()
+def test_a_new_run_is_started_under_the_name_the_entrypoint_chose(tmp_path):
+    config = DiTTrainConfig(runs_dir=str(tmp_path), run_name="dit-20260101-120000")
+    planned = attempt.resume_if_started("dit", config)
+    assert (planned.run_name, planned.resume) == ("dit-20260101-120000", False)
+
+
+def test_a_finished_run_is_refused_unless_the_call_makes_it_longer(tmp_path, dit_flags):
+    from tandem.cli import build_parser
+    from tandem.errors import UsageError
+    from tandem.train import run_training
+    from tandem.train.config import config_from_args
+
+    argv = ["train", "dit", *dit_flags, "--runs-dir", str(tmp_path), "--run-name", "done"]
+    config = config_from_args(DiTTrainConfig, build_parser().parse_args(argv))
+    run_training("dit", config)
+    with pytest.raises(UsageError, match="done"):
+        attempt.resume_if_started("dit", config)
+    longer = attempt.resume_if_started("dit", dataclasses.replace(config, steps=config.steps + 3))
+    assert (longer.resume, longer.steps) == (True, config.steps + 3)
 
 
 def test_the_trainer_command_reproduces_the_config():

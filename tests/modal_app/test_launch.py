@@ -64,6 +64,16 @@ def test_dit_function_writes_what_tandem_train_writes(dit_run, dirs, dit_flags):
     ]
 
 
+def test_a_finished_run_is_not_extended_by_the_same_command(dit_run, dit_flags, capsys):
+    """Run again with only its name, the finished run is refused (it would train on to the default
+    --steps otherwise) and keeps its checkpoints; an explicit longer --steps continues it."""
+    before = sorted(p.name for p in (dit_run / "checkpoints").iterdir())
+    assert launch(["dit", "--run-name", "app", "--device", "cpu", "--local"], app_running=False) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "app" in err[0], err
+    assert sorted(p.name for p in (dit_run / "checkpoints").iterdir()) == before
+
+
 def test_sample_function_is_tandem_sample(dit_run, dirs, capsys):
     words = ["sample", "--run", str(dit_run), "--per-class", "1", "--steps", "2", "--local"]
     assert launch(words, app_running=False) == 0
@@ -143,7 +153,7 @@ def test_a_killed_call_called_again_resumes_and_matches_an_uninterrupted_run(dir
     # The same call again (what Modal's retry or restart does) continues it.
     capsys.readouterr()
     assert launch([*flags, "--run-name", "cut"], app_running=False) == 0
-    assert "has checkpoints from an earlier attempt: resuming it" in capsys.readouterr().out
+    assert f"resuming {dirs['runs'] / 'cut'} from step_" in capsys.readouterr().out
     assert same_tensors(final_model(dirs["runs"] / "whole"), final_model(dirs["runs"] / "cut"))
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from support import REPO
 from tandem.cli import build_parser as tandem_parser
-from tandem.train.config import CONFIGS, config_from_args
+from tandem.train.config import CONFIGS, config_from_args, given_fields
 
 H100 = {"gpu": "H100", "timeout": 4 * 3600, "cpu": 4.0, "memory": 16384}  # the settings' defaults, training
 SHORT = {**H100, "timeout": 30 * 60}
@@ -73,7 +73,8 @@ def test_readme_command_reaches_modal_with_these_options(command, modal_cli, dir
     if training:
         kind, flags = training
         (sent,) = modal_cli.sent
-        config, placement = sent.args
+        config, placement, given = sent.args
+        assert given == sorted(given_fields(tandem_parser().parse_args(["train", kind, *flags])))
         assert re.fullmatch(rf"{kind}-\d{{8}}-\d{{6}}", config["run_name"])  # fixed before the call
         assert config == tandem_config(kind, flags, config["run_name"])
         assert placement == {"gpu": sent.gpu.split(":")[0], "count": int((sent.gpu + ":1").split(":")[1]), **{
