@@ -50,6 +50,7 @@ def test_dit_function_writes_what_tandem_train_writes(dit_run, dirs, dit_flags):
         "loss_curve.png",
         "metrics.jsonl",
         "samples",
+        "samples/latest.png",
         "samples/step_0000006.png",
     ]
 
@@ -69,10 +70,11 @@ def test_classifier_function_returns_what_run_training_returns(target, dirs, cla
 
 
 def test_sample_function_is_tandem_sample(target, dit_run, dirs, capsys):
-    words = ["sample", "--run", str(dit_run), "--per-class", "1", "--steps", "2", "--local"]
+    words = ["sample", "--run", str(dit_run), "--samples-per-class", "1", "--sample-steps", "2", "--local"]
     assert launch(target, words, app_running=False) == 0
-    assert (dit_run / "samples" / "sample_step_0000006.png").is_file()
-    assert (dirs["outputs"] / "app" / "samples" / "sample_step_0000006.png").is_file()
+    grid = "samples/sample_step_0000006_euler_2steps_cfg1.5_seed0.png"
+    assert (dit_run / grid).is_file()
+    assert (dirs["outputs"] / "app" / grid).is_file()
     assert launch(target, ["sample", "--run", str(dirs["runs"] / "nothing"), "--local"], app_running=False) == 2
     assert "no usable checkpoint" in capsys.readouterr().err
 

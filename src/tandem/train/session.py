@@ -252,13 +252,12 @@ class Session:
 
     # -- during training ----------------------------------------------------
 
-    def progress(self, total_steps: int, images_per_step: int) -> tqdm:
-        """A progress bar in images (so its rate is img/s), on rank 0 at a terminal only."""
+    def progress(self, total_steps: int) -> tqdm:
+        """A progress bar in optimizer steps (img/s in its postfix), on rank 0 at a terminal only."""
         return tqdm(
-            total=total_steps * images_per_step,
-            initial=self.start_step * images_per_step,
-            unit="img",
-            unit_scale=True,
+            total=total_steps,
+            initial=self.start_step,
+            unit="step",
             desc=self.kind,
             dynamic_ncols=True,
             disable=not (self.is_main and sys.stderr.isatty()),
@@ -298,7 +297,7 @@ class Session:
         }
         self._last_log, self._untimed = (now, step), 0.0
         self.log(record)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{record['img_per_s']:,.0f}", refresh=False)
         if bar.disable:
             self.print(
                 f"step {step:>6}  loss {loss:.4f}  lr {record.get('lr', 0):.2e}  "
