@@ -209,6 +209,7 @@ class Session:
             run.write_config(self.resolved_config())
             if state is not None:
                 run.rewind_metrics(state["step"])
+                run.log({"step": state["step"], "resumed_from": self.resumed_from.name})  # marks the loss curve
                 run.checkpoints.remove_temporaries()
                 run.checkpoints.set_aside_after(state["step"])
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
