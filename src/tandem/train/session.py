@@ -28,6 +28,7 @@ from tandem.train import distributed
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, fingerprint, restore_rng
 from tandem.train.config import TrainConfig, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
+from tandem.train.loggers import Loggers
 from tandem.train.run import RunDir, RunResult, TrainingDiverged
 
 
@@ -109,6 +110,7 @@ class Session:
             self.close()  # no process group or thread setting outlives a failed start
             raise
         self.run: RunDir | None = None
+        self.loggers = Loggers()  # TensorBoard, W&B: opened with the run directory, on rank 0
         self.identity: dict = {}
         self.resumed_from: Path | None = None
         self.last_checkpoint: Path | None = None
@@ -212,6 +214,7 @@ class Session:
                 run.log({"step": state["step"], "resumed_from": self.resumed_from.name})  # marks the loss curve
                 run.checkpoints.remove_temporaries()
                 run.checkpoints.set_aside_after(state["step"])
+            self.loggers = Loggers.open(c.log, run.path, c.wandb_project, self.resolved_config(), self.start_step)
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
         self._last_log = (time.perf_counter(), self.start_step)
         return state
@@ -318,6 +321,7 @@ class Session:
     def log(self, record: dict) -> None:
         if self.is_main and self.run is not None:
             self.run.log(record)
+            self.loggers.log(record)
 
     def save_checkpoint(self, step: int, training_state: dict) -> Path | None:
         """Collective: gathers every rank's random streams; rank 0 writes the file."""
@@ -370,5 +374,6 @@ class Session:
         )
 
     def close(self) -> None:
+        self.loggers.close()
         distributed.shutdown()
         torch.set_num_threads(self._threads)
