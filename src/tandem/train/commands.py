@@ -57,6 +57,13 @@ def register(subparsers) -> None:
     sample.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     sample.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     sample.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads when sampling on the CPU, as for training (0: one per core)",
+    )
+    sample.add_argument(
         "--out",
         metavar="PNG",
         help="output file, which must not exist (default: a new file in <run>/samples/ named after step, "
@@ -100,6 +107,8 @@ def sample_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--sample-steps must be positive, got {args.sample_steps}")
     if args.cfg_scale is not None and args.cfg_scale < 0:
         raise UsageError(f"--cfg-scale must be >= 0 (1: no guidance, 0: unconditional), got {args.cfg_scale}")
+    if args.cpu_threads < 0:
+        raise UsageError(f"--cpu-threads must be 0 (one per core) or positive, got {args.cpu_threads}")
     if args.out and Path(args.out).exists():
         raise UsageError(f"--out {args.out} already exists; tandem never replaces a grid: pass a new --out")
     if args.checkpoint:
@@ -113,6 +122,8 @@ def sample_command(args: argparse.Namespace) -> int:
     if state.get("kind") != "dit":
         raise UsageError(f"{path} is a {state.get('kind')} checkpoint; tandem sample needs a DiT checkpoint")
     device, why = choose_device(args.device)
+    if device.type == "cpu" and args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)  # a small DiT samples fastest on one thread, as it trains
 
     model_config = DiTConfig(**state["model_config"])
     model = build_dit(model_config)
