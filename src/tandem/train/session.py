@@ -104,13 +104,13 @@ class Session:
                 "pick a multiple of the number of processes"
             )
         self._threads = torch.get_num_threads()
+        self.loggers = Loggers()  # TensorBoard, W&B: opened with the run directory, on rank 0
         try:
             self._start(why)
         except BaseException:
             self.close()  # no process group or thread setting outlives a failed start
             raise
         self.run: RunDir | None = None
-        self.loggers = Loggers()  # TensorBoard, W&B: opened with the run directory, on rank 0
         self.identity: dict = {}
         self.resumed_from: Path | None = None
         self.last_checkpoint: Path | None = None
