@@ -23,10 +23,10 @@ COMMAND_MODULES = (
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, unless there is none or its help already says it."""
+    """Shows each flag's default, unless there is none (None, "") or its help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or "default" in (action.help or ""):
+        if action.default is None or action.default == "" or "(default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action)
 
