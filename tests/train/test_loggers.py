@@ -39,11 +39,11 @@ def test_an_explicit_logger_that_is_not_installed_is_one_line_before_anything_is
 ):
     monkeypatch.setattr(loggers, "installed", lambda package: package != name)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert main(["train", "dit", *config_to_argv(dit_config()), "--log", name]) == 2
+    assert main(["train", "dit", *config_to_argv(dit_config()), "--loggers", name]) == 2
     err = capsys.readouterr().err.strip()
     assert (
         err
-        == f"tandem train: error: --log {name}: the {name} package is not installed; `uv pip install {name}` or drop it"
+        == f"tandem train: error: --loggers {name}: the {name} package is not installed; `uv pip install {name}` or drop it"
     )
     assert not any(runs_dir.iterdir())
 
@@ -64,7 +64,7 @@ def test_wandb_without_a_key_is_refused_with_the_fix(monkeypatch, tmp_path):
 
 
 def test_tensorboard_events_hold_what_metrics_jsonl_holds(dit_config):
-    result = run_training("dit", dit_config(run_name="tb", log="tensorboard"))
+    result = run_training("dit", dit_config(run_name="tb", loggers="tensorboard"))
     scalars = tensorboard_scalars(result.run_dir)
     logged = [r for r in metrics(result.run_dir) if "loss" in r]
     assert [step for step, _ in scalars["loss"]] == [1, 2, 3, 4, 5, 6]
@@ -74,16 +74,16 @@ def test_tensorboard_events_hold_what_metrics_jsonl_holds(dit_config):
 
 
 def test_tensorboard_after_a_resume_has_each_step_once(dit_config, capsys):
-    first = run_training("dit", dit_config(run_name="tb", log="tensorboard", stop_after=4, checkpoint_every=2))
+    first = run_training("dit", dit_config(run_name="tb", loggers="tensorboard", stop_after=4, checkpoint_every=2))
     Path(first.checkpoint).unlink()  # as if it died after logging step 4 but before checkpointing it
-    second = run_training("dit", dit_config(run_name="tb", log="tensorboard", resume=True, checkpoint_every=2))
+    second = run_training("dit", dit_config(run_name="tb", loggers="tensorboard", resume=True, checkpoint_every=2))
     assert "resuming step_0000002.pt" in capsys.readouterr().out  # steps 3 and 4 are redone
     assert [step for step, _ in tensorboard_scalars(second.run_dir)["loss"]] == [1, 2, 3, 4, 5, 6]
 
 
 def test_default_is_tensorboard_and_none_writes_no_events(dit_config):
     on = run_training("dit", dit_config(run_name="on", steps=2))
-    off = run_training("dit", dit_config(run_name="off", steps=2, log="none"))
+    off = run_training("dit", dit_config(run_name="off", steps=2, loggers="none"))
     assert any(Path(on.run_dir, "tensorboard").iterdir())
     assert not Path(off.run_dir, "tensorboard").exists()
 
@@ -96,7 +96,7 @@ def test_wandb_offline_run_is_written_in_the_run_directory(monkeypatch, dit_conf
         "train",
         "dit",
         *config_to_argv(dit_config(run_name="wb")),
-        "--log",
+        "--loggers",
         "wandb",
         "--wandb-project",
         "tandem-test",
@@ -107,4 +107,4 @@ def test_wandb_offline_run_is_written_in_the_run_directory(monkeypatch, dit_conf
     (data,) = (run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
     payload = data.read_bytes()
     assert b"tandem-test" in payload and b"grad_norm" in payload and b"loss" in payload
-    assert not (run / "tensorboard").exists()  # only what --log names
+    assert not (run / "tensorboard").exists()  # only what --loggers names

@@ -23,7 +23,14 @@ from tandem.train.run import RunDir
 
 # Tiny, fp32, deterministic: a few steps that any environment can run in seconds.
 COMMON = dict(
-    run_name="check", deterministic=True, amp=False, seed=0, log_every=1, checkpoint_every=0, warmup_steps=2, log="none"
+    run_name="check",
+    deterministic=True,
+    amp=False,
+    seed=0,
+    log_every=1,
+    checkpoint_every=0,
+    warmup_steps=2,
+    loggers="none",
 )
 SHORT_RUNS = {
     "classifier": dict(epochs=1, batch_size=256, width=16, tta=False),

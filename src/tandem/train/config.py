@@ -68,12 +68,13 @@ class TrainConfig:
         0, help="stop after this many steps of this invocation, with a checkpoint, as if interrupted (0: off)"
     )
     log_every: int = setting(10, help="log loss, lr and img/s to metrics.jsonl every this many steps")
-    log: str = setting(
+    # Not --log: torchrun reads the whole command line and refuses --log as a prefix of its --log-dir etc.
+    loggers: str = setting(
         "auto",
         help="loggers besides metrics.jsonl, comma-separated: tensorboard (<run>/tensorboard/), wandb (key from "
         "WANDB_API_KEY or `wandb login`); auto: tensorboard when installed; none",
     )
-    wandb_project: str = setting("tandem", help="the Weights & Biases project of --log wandb")
+    wandb_project: str = setting("tandem", help="the Weights & Biases project of --loggers wandb")
     # optimisation
     batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
     lr: float = setting(1e-3, help="peak learning rate")
@@ -231,7 +232,7 @@ def validate(config: TrainConfig) -> None:
     _require(c.log_every >= 1, f"--log-every must be at least 1, got {c.log_every}")
     from tandem.train.loggers import check as check_loggers
 
-    check_loggers(c.log)
+    check_loggers(c.loggers)
     _require(c.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
     device_kind = c.device.split(":")[0]
     _require(

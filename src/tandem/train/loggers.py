@@ -1,7 +1,7 @@
 """Where metrics go besides metrics.jsonl: TensorBoard event files and Weights & Biases.
 
 The session hands every record it writes to metrics.jsonl to `Loggers.log` as well (rank 0 only), so
-all of them hold the same numbers. `--log` names the loggers: `tensorboard` writes <run>/tensorboard/,
+all of them hold the same numbers. `--loggers` names the loggers: `tensorboard` writes <run>/tensorboard/,
 `wandb` logs to the `--wandb-project` project (the API key comes from WANDB_API_KEY, `wandb login`, or a
 Modal Secret; never from the settings; WANDB_MODE=offline writes <run>/wandb/ only). `auto`, the default,
 is TensorBoard when its package is installed, and nothing otherwise.
@@ -27,7 +27,7 @@ def installed(name: str) -> bool:
 
 
 def chosen(spec: str) -> list[str]:
-    """The loggers a --log value asks for; raises UsageError on an unknown name."""
+    """The loggers a --loggers value asks for; raises UsageError on an unknown name."""
     names = [n.strip().lower() for n in spec.split(",") if n.strip()]
     if names == [AUTO]:
         return ["tensorboard"] if installed("tensorboard") else []
@@ -36,20 +36,22 @@ def chosen(spec: str) -> list[str]:
     unknown = [n for n in names if n not in LOGGERS]
     if unknown:
         raise UsageError(
-            f"--log {spec!r}: unknown logger {unknown[0]!r}; use {', '.join(LOGGERS)} (comma-separated), auto or none"
+            f"--loggers {spec!r}: unknown logger {unknown[0]!r}; use {', '.join(LOGGERS)} (comma-separated), auto or none"
         )
     return list(dict.fromkeys(names))
 
 
 def check(spec: str) -> list[str]:
-    """Every problem with --log before anything is written: a missing package, wandb without a key."""
+    """Every problem with --loggers before anything is written: a missing package, wandb without a key."""
     names = chosen(spec)
     for name in names:
         if not installed(name):
-            raise UsageError(f"--log {name}: the {name} package is not installed; `uv pip install {name}` or drop it")
+            raise UsageError(
+                f"--loggers {name}: the {name} package is not installed; `uv pip install {name}` or drop it"
+            )
     if "wandb" in names and not wandb_can_log():
         raise UsageError(
-            "--log wandb: no Weights & Biases API key; set WANDB_API_KEY (on Modal: a Secret), run `wandb login`, "
+            "--loggers wandb: no Weights & Biases API key; set WANDB_API_KEY (on Modal: a Secret), run `wandb login`, "
             "or set WANDB_MODE=offline"
         )
     return names
@@ -134,7 +136,7 @@ class Loggers:
 
     @classmethod
     def open(cls, spec: str, run_dir: Path, project: str, config: dict, start_step: int) -> Loggers:
-        """The loggers --log names, writing into run_dir; `config` is what W&B records as the run's config."""
+        """The loggers --loggers names, writing into run_dir; `config` is what W&B records as the run's config."""
         loggers = []
         for name in check(spec):
             if name == "tensorboard":

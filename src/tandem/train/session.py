@@ -214,7 +214,7 @@ class Session:
                 run.log({"step": state["step"], "resumed_from": self.resumed_from.name})  # marks the loss curve
                 run.checkpoints.remove_temporaries()
                 run.checkpoints.set_aside_after(state["step"])
-            self.loggers = Loggers.open(c.log, run.path, c.wandb_project, self.resolved_config(), self.start_step)
+            self.loggers = Loggers.open(c.loggers, run.path, c.wandb_project, self.resolved_config(), self.start_step)
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
         self._last_log = (time.perf_counter(), self.start_step)
         return state
