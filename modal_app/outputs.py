@@ -1,4 +1,5 @@
-"""Copy what a run produced for people to look at (config, metrics, loss curve, sample grids, not the
+"""Copy what a run produced for people to look at (config, metrics, loss curve, sample grids, TensorBoard
+events; not the
 checkpoints) into a local folder: from the runs Volume after a Modal run, from the runs dir after a local one."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 WANTED_FILES = ("config.json", "metrics.jsonl", "loss_curve.png")
-WANTED_DIRS = ("samples",)
+WANTED_DIRS = ("samples", "tensorboard")  # `tensorboard --logdir outputs` reads the events here
 
 
 def wanted(relative: str) -> bool:

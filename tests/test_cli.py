@@ -1,6 +1,9 @@
-"""Bad settings and locks through the command line: one line on stderr, exit 2, nothing written."""
+"""The command line: bad settings and locks (one line on stderr, exit 2, nothing written), and what the small
+commands import."""
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -92,3 +95,28 @@ def test_missing_files(tmp_path, capsys):
     assert "run `tandem lock`" in capsys.readouterr().err
     assert main(["parity", "--project", str(tmp_path / "nowhere")]) == 2
     assert "pyproject.toml not found" in capsys.readouterr().err
+
+
+# Runs the CLI in a fresh interpreter, then prints the heavy modules it ended up importing.
+IMPORTS_PROBE = """
+import sys
+from tandem.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("HEAVY", sorted(m for m in ("torch", "torchvision", "matplotlib", "tensorboard", "wandb") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"], ["train", "dit", "--help"], ["sample", "--help"], ["check", "--help"], ["doctor"]],
+)
+def test_small_commands_import_no_torch(argv, tmp_path):
+    # PATH without nvidia-smi: `tandem doctor` on a machine with no NVIDIA driver
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_PROBE, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout.splitlines()[-1] == "HEAVY []", done.stdout + done.stderr

@@ -166,13 +166,13 @@ def nvidia_runtime(ctx: Context) -> Finding:
 
 
 def nvidia_driver(ctx: Context) -> Finding:
+    driver = _driver_version()
+    if not driver:  # answered without importing torch, which takes seconds
+        return Finding("nvidia driver", "skip", "no NVIDIA driver: training runs on MPS or CPU here")
     import torch
 
-    driver = _driver_version()
     cuda_major = int((torch.version.cuda or "0").split(".")[0])
     need = MIN_DRIVER.get(cuda_major)
-    if not driver:
-        return Finding("nvidia driver", "skip", "no NVIDIA driver: training runs on MPS or CPU here")
     if need and int(driver.split(".")[0]) < need:
         return Finding(
             "nvidia driver", "fail", f"driver {driver} is older than {need}, the minimum for CUDA {torch.version.cuda} wheels",
@@ -182,6 +182,8 @@ def nvidia_driver(ctx: Context) -> Finding:
 
 
 def local_gpu_kernels(ctx: Context) -> Finding:
+    if not _driver_version():
+        return Finding("local gpu kernels", "skip", "no NVIDIA driver, so no CUDA device")
     import torch
 
     if not torch.cuda.is_available():

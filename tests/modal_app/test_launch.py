@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
 
 
 def listing(run_dir: Path) -> list[str]:
-    return sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
+    # TensorBoard names its event files after the time, host and process: only their presence compares
+    names = (re.sub(r"tfevents\..*", "tfevents.*", p.relative_to(run_dir).as_posix()) for p in run_dir.rglob("*"))
+    return sorted(names)
 
 
 def final_model(run_dir: Path) -> dict:
@@ -60,13 +63,16 @@ def test_dit_function_writes_what_tandem_train_writes(dit_run, dirs, dit_flags):
         "loss_curve.png",
         "metrics.jsonl",
         "samples",
+        "samples/latest.png",
         "samples/step_0000006.png",
+        "tensorboard",
+        "tensorboard/events.out.tfevents.*",
     ]
 
 
 def test_a_finished_run_is_not_extended_by_the_same_command(dit_run, dit_flags, capsys):
     """Run again with only its name, the finished run is refused (it would train on to the default
-    --steps otherwise) and keeps its checkpoints; an explicit longer --steps continues it."""
+    --steps otherwise) and keeps its checkpoints."""
     before = sorted(p.name for p in (dit_run / "checkpoints").iterdir())
     assert launch(["dit", "--run-name", "app", "--device", "cpu", "--local"], app_running=False) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -75,10 +81,11 @@ def test_a_finished_run_is_not_extended_by_the_same_command(dit_run, dit_flags, 
 
 
 def test_sample_function_is_tandem_sample(dit_run, dirs, capsys):
-    words = ["sample", "--run", str(dit_run), "--per-class", "1", "--steps", "2", "--local"]
+    words = ["sample", "--run", str(dit_run), "--samples-per-class", "1", "--sample-steps", "2", "--local"]
     assert launch(words, app_running=False) == 0
-    assert (dit_run / "samples" / "sample_step_0000006.png").is_file()
-    assert (dirs["outputs"] / "app" / "samples" / "sample_step_0000006.png").is_file()
+    grid = "samples/sample_step_0000006_euler_2steps_cfg1.5_seed0.png"
+    assert (dit_run / grid).is_file()
+    assert (dirs["outputs"] / "app" / grid).is_file()
     assert launch(["sample", "--run", str(dirs["runs"] / "nothing"), "--local"], app_running=False) == 2
     assert "no usable checkpoint" in capsys.readouterr().err
 

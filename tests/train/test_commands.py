@@ -9,7 +9,9 @@ from PIL import Image
 from tandem.cli import main
 from tandem.train import checkpoint, run_training
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
-from tandem.train.samples import grid_size
+from tandem.train.samples import grid_layout
+
+DIGITS = [str(d) for d in range(10)]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -49,7 +51,7 @@ BAD_INPUT = [
     (["train", "dit", "--runs-dir", "{a_file}/runs"], "--runs-dir"),
     (["sample", "--checkpoint", "missing.pt"], "--checkpoint"),
     (["sample", "--run", "{runs_dir}"], "--run"),
-    (["sample", "--run", "{old_run}", "--per-class", "0"], "--per-class"),
+    (["sample", "--run", "{old_run}", "--samples-per-class", "0"], "--samples-per-class"),
     (["train", "dit", "--seed", "99999999999999999999"], "--seed must be between 0 and 2**63 - 1"),
     (["train", "classifier", "--seed", "-1"], "--seed"),
     (["train", "dit", "--image-size", "100000"], "--image-size 100000 needs at least"),
@@ -68,7 +70,13 @@ BAD_INPUT = [
     (["sample", "--run", "{old_run}", "--out", "{runs_dir}"], "is a directory"),
     (["sample", "--run", "{old_run}", "--out", "{old_run}/config.json"], "ending in .png"),
     (["sample", "--run", "{old_run}", "--cfg-scale", "nan"], "--cfg-scale must be a finite number"),
-    (["sample", "--run", "{old_run}", "--per-class", "1000000000"], "--per-class 1000000000 needs at least"),
+    (
+        ["sample", "--run", "{old_run}", "--samples-per-class", "1000000000"],
+        "--samples-per-class 1000000000 needs at least",
+    ),
+    (["sample", "--run", "{old_run}", "--sample-steps", "0"], "--sample-steps"),
+    (["sample", "--run", "{old_run}", "--cfg-scale", "-1"], "--cfg-scale"),
+    (["sample", "--run", "{old_run}", "--out", "{a_file}"], "already exists"),
 ]
 
 
@@ -133,17 +141,21 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     run = runs_dir / "cli"
     assert (run / "checkpoints" / "step_0000002.pt").exists()
 
-    assert main(["sample", "--run", str(run), "--per-class", "3", "--steps", "2", "--device", "cpu"]) == 0
-    with Image.open(run / "samples" / "sample_step_0000002.png") as png:
-        assert png.size == grid_size(rows=10, columns=3, image_size=8)
+    sample = ["sample", "--run", str(run), "--samples-per-class", "3", "--sample-steps", "2", "--device", "cpu"]
+    assert main(sample) == 0
+    first = run / "samples" / "sample_step_0000002_euler_2steps_cfg1.5_seed0.png"
+    with Image.open(first) as png:  # 48-pixel tiles, labels 0-9 beside them, a caption above
+        assert png.size[0] == grid_layout(10, 3, 8, DIGITS).size[0] and png.size[1] > 10 * 50
+    assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()
 
     out = tmp_path / "elsewhere" / "grid.png"
     checkpoint_path = run / "checkpoints" / "step_0000002.pt"
     argv = ["sample", "--checkpoint", str(checkpoint_path), "--solver", "heun", "--cfg-scale", "1", "--no-ema"]
-    assert main([*argv, "--per-class", "1", "--out", str(out), "--device", "cpu"]) == 0
+    assert main([*argv, "--samples-per-class", "1", "--out", str(out), "--device", "cpu"]) == 0
     with Image.open(out) as png:
-        assert png.size == grid_size(rows=10, columns=1, image_size=8)
+        assert png.size[0] == grid_layout(10, 1, 8, DIGITS).size[0]
     assert str(out) in capsys.readouterr().out
+    assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()  # --out elsewhere: not the latest
 
 
 def test_a_config_file_reruns_or_varies_a_run(fast_flags, runs_dir, tmp_path):
@@ -174,3 +186,52 @@ def test_dit_shape_beyond_the_presets(dit_config):
     assert blocks == {"0", "1"}
     assert state["model"]["x_embedder.weight"].shape[0] == 64
     assert state["model"]["blocks.0.attn.qkv.weight"].shape == (192, 64)
+
+
+def test_sampling_twice_never_replaces_a_grid(existing_run, capsys):
+    run = Path(existing_run.run_dir)
+    base = ["sample", "--run", str(run), "--samples-per-class", "1", "--sample-steps", "1", "--device", "cpu"]
+    for cfg in ("2", "4", "4"):
+        assert main([*base, "--cfg-scale", cfg]) == 0
+    names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
+    assert names == [
+        "sample_step_0000001_euler_1steps_cfg2_seed0.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed0-2.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed0.png",
+    ]
+    newest = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0-2.png"
+    assert (run / "samples" / "latest.png").read_bytes() == newest.read_bytes()
+    assert "wrote " + str(newest) in capsys.readouterr().out.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "argv, usage, hint",
+    [
+        (["sample", "--run", "r", "--per-class", "3"], "usage: tandem sample", "--samples-per-class"),
+        (["train", "dit", "--stepz", "3"], "usage: tandem train dit", "--steps"),
+        (["doctor", "--json", "--tagret", "local"], "usage: tandem doctor", "--target"),
+    ],
+)
+def test_a_misspelled_flag_shows_its_subcommands_usage(argv, usage, hint, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage)
+    assert f"unrecognized arguments: {' '.join(argv[-2:])} (did you mean {hint}?)" in err
+
+
+def test_sample_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text
+    assert "--sample-steps N ODE solver steps (default: the run's --sample-steps)" in text
+    assert "--samples-per-class N grid columns (default: 8)" in text
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("tandem 0.")

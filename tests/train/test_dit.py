@@ -9,7 +9,7 @@ from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
 from tandem.train import dit as dit_module
 from tandem.train.run import TrainingDiverged
-from tandem.train.samples import grid_size
+from tandem.train.samples import grid_layout
 
 # What must match bitwise between an interrupted-and-resumed run and an uninterrupted one.
 TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "rng", "step")
@@ -32,7 +32,8 @@ def test_interrupted_and_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(di
     for key in TRAINING_STATE:
         states_equal(a[key], b[key], key)
     # and the logs of the resumed run read like one run: each step logged once
-    steps = [r["step"] for r in map(json.loads, Path(second.run_dir, "metrics.jsonl").read_text().splitlines())]
+    records = [json.loads(line) for line in Path(second.run_dir, "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "resumed_from" not in r]
     assert [s for s in steps if s] == [1, 2, 3, 4, 5, 6, 6]  # six steps, then the final record
 
 
@@ -74,9 +75,10 @@ def test_run_directory_holds_every_artefact(dit_config):
 
     with Image.open(run / "loss_curve.png") as png:
         assert png.format == "PNG"
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["latest.png", "step_0000002.png", "step_0000004.png"]
+    assert (run / "samples" / "latest.png").read_bytes() == (run / "samples" / "step_0000004.png").read_bytes()
     with Image.open(run / "samples" / "step_0000004.png") as png:
-        assert png.size == grid_size(rows=10, columns=3, image_size=8)
+        assert png.size[0] == grid_layout(10, 3, 8, [str(d) for d in range(10)]).size[0]
     assert result.artifacts["samples"] == str(run / "samples" / "step_0000004.png")
     assert Path(result.artifacts["loss_curve"]).exists() and Path(result.checkpoint).exists()
 

@@ -1,16 +1,105 @@
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from tandem.train.samples import grid_labels, grid_size, save_grid
+from tandem.train.samples import (
+    LATEST,
+    free_names,
+    grid_labels,
+    grid_layout,
+    sample_name,
+    save_grid,
+    tile_size,
+)
+
+DIGITS = [str(d) for d in range(10)]
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def test_grid_has_one_row_per_class(tmp_path):
-    images = torch.linspace(-1, 1, 10 * 3 * 8 * 8).reshape(10 * 3, 1, 8, 8)
-    path = save_grid(images, 3, tmp_path / "g.png")
+def digit_like_images(rows: int, per_class: int, size: int = 8) -> torch.Tensor:
+    """Distinct images in [-1, 1]: every pixel a different grey, so upscaling can be checked exactly."""
+    return torch.linspace(-1, 1, rows * per_class * size * size).reshape(rows * per_class, 1, size, size)
+
+
+def ink(region: np.ndarray) -> int:
+    """Pixels clearly darker than the white background: drawn text."""
+    return int((region.min(axis=-1) < 128).sum())
+
+
+def test_tiles_are_enlarged_to_a_visible_size():
+    assert tile_size(8) == 48  # digits: 6x
+    assert tile_size(28) == 56  # MNIST: 2x
+    assert tile_size(32) == 64  # CIFAR-10: 2x
+    assert tile_size(64) == 64  # large enough already
+
+
+def test_each_row_is_labelled_with_its_class_name_and_the_tiles_are_nearest_upscaled(tmp_path):
+    images = digit_like_images(10, 3)
+    caption = "dit-1 · step 600 · heun, 16 steps · cfg 1.5 · seed 0 · EMA"
+    path = save_grid(images, 3, tmp_path / "g.png", class_names=WORDS, caption=caption)
+    layout = grid_layout(10, 3, 8, WORDS, caption)
     with Image.open(path) as png:
-        assert png.size == grid_size(rows=10, columns=3, image_size=8)
-    assert grid_size(10, 3, 8) == (3 * 34 + 2, 10 * 34 + 2)  # 8x8 tiles enlarged 4x, 2-pixel borders
-    assert grid_size(2, 5, 32) == (5 * 34 + 2, 2 * 34 + 2)
+        assert png.size == layout.size
+        pixels = np.asarray(png.convert("RGB"))
+    assert layout.tile == 48 and layout.label_width > 30 and layout.caption_height > 0
+
+    strips = []
+    for row in range(10):
+        x0, y0, x1, y1 = layout.label_box(row)
+        strip = pixels[y0:y1, x0:x1]
+        assert ink(strip) > 20, f"no text beside row {row}"
+        strips.append(strip)
+    assert not np.array_equal(strips[1], strips[7]), "rows 'one' and 'seven' carry the same label"
+    # "three" is longer than "one": it reaches further to the left of the right-aligned column
+    left_edge = [np.nonzero((s.min(axis=-1) < 128).any(axis=0))[0].min() for s in strips]
+    assert left_edge[3] < left_edge[1]
+    x0, _, x1, y1 = 0, 0, layout.size[0], layout.caption_height
+    assert ink(pixels[:y1, x0:x1]) > 100, "no caption"
+
+    # tile (row 2, column 1) is image 7 enlarged 6x: constant 6x6 blocks equal to the source pixels
+    x0, y0, x1, y1 = layout.tile_box(2, 1)
+    tile = pixels[y0:y1, x0:x1, 0].astype(int)
+    source = images[7, 0].add(1).mul(127.5).round().clamp(0, 255).numpy().astype(int)
+    assert tile.shape == (48, 48)
+    assert np.array_equal(tile, np.kron(source, np.ones((6, 6), dtype=int)))
+
+
+def test_a_grid_without_names_or_caption_is_just_the_tiles(tmp_path):
+    path = save_grid(digit_like_images(2, 5, 32), 5, tmp_path / "g.png")
+    with Image.open(path) as png:
+        assert png.size == (5 * 66 + 2, 2 * 66 + 2)  # 64-pixel tiles, 2-pixel borders
+
+
+def test_a_long_caption_wraps_to_the_grid_width():
+    caption = "a-rather-long-run-name-20260101-120000 · step 1000000 · heun, 16 steps · cfg 1.5 · seed 0 · EMA"
+    layout = grid_layout(10, 2, 8, DIGITS, caption)
+    assert len(layout.caption_lines) > 1
+    assert " · ".join(layout.caption_lines) == caption
+
+
+def test_latest_is_a_copy_of_the_newest_grid(tmp_path):
+    latest = tmp_path / LATEST
+    first = save_grid(digit_like_images(10, 1), 1, tmp_path / "a.png", class_names=DIGITS, latest=latest)
+    assert latest.read_bytes() == first.read_bytes() and not latest.is_symlink()
+    second = save_grid(-digit_like_images(10, 1), 1, tmp_path / "b.png", class_names=DIGITS, latest=latest)
+    assert latest.read_bytes() == second.read_bytes() != first.read_bytes()
+
+
+def test_replace_false_never_overwrites(tmp_path):
+    path = tmp_path / "g.png"
+    path.write_bytes(b"an earlier result")
+    with pytest.raises(FileExistsError):
+        save_grid(digit_like_images(10, 1), 1, path, replace=False)
+    assert path.read_bytes() == b"an earlier result"
+    assert [p.name for p in tmp_path.iterdir()] == ["g.png"]  # no temporary left behind
+
+
+def test_sample_names_carry_what_makes_grids_differ(tmp_path):
+    assert sample_name(600, "heun", 16, 2.0, 0) == "sample_step_0000600_heun_16steps_cfg2_seed0.png"
+    assert sample_name(600, "euler", 4, 1.5, 3, ema=False) == "sample_step_0000600_euler_4steps_cfg1.5_seed3_raw.png"
+    names = free_names(tmp_path / "g.png")
+    assert [next(names).name for _ in range(3)] == ["g.png", "g-2.png", "g-3.png"]
 
 
 def test_grid_labels_are_class_major():

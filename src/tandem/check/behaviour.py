@@ -6,7 +6,10 @@ kernels and one thread, so two environments that agree produce the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,7 +22,16 @@ from tandem.train.config import CONFIGS
 from tandem.train.run import RunDir
 
 # Tiny, fp32, deterministic: a few steps that any environment can run in seconds.
-COMMON = dict(run_name="check", deterministic=True, amp=False, seed=0, log_every=1, checkpoint_every=0, warmup_steps=2)
+COMMON = dict(
+    run_name="check",
+    deterministic=True,
+    amp=False,
+    seed=0,
+    log_every=1,
+    checkpoint_every=0,
+    warmup_steps=2,
+    loggers="none",
+)
 SHORT_RUNS = {
     "classifier": dict(epochs=1, batch_size=256, width=16, tta=False),
     "dit": dict(steps=6, batch_size=64, sample_every=0, samples_per_class=1, sample_steps=2),
@@ -38,7 +50,15 @@ def collect_behaviour(device: str) -> dict:
 def _trainer_behaviour(kind: str, device: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="tandem-check-") as runs:
         config = CONFIGS[kind](runs_dir=runs, device=device, **COMMON, **SHORT_RUNS[kind])
-        result = run_training(kind, config)
+        # The inner run's log (a temporary run directory, per-step lines) says nothing about the
+        # fingerprint; it is shown only when the run fails.
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                result = run_training(kind, config)
+        except BaseException:
+            sys.stderr.write(log.getvalue())
+            raise
         records = RunDir(Path(result.run_dir)).read_metrics()
         losses = [r["loss"] for r in records if "loss" in r and "step" in r]
         state = load_checkpoint(Path(result.checkpoint))

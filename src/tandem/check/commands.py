@@ -37,9 +37,40 @@ def check_command(args) -> int:
     out = Path(args.out or Path(default_runs_dir()) / "fingerprints" / f"{label}.json")
     fingerprint = collect_fingerprint(label=label, gpu=not args.no_gpu)
     write_fingerprint(fingerprint, out)
-    env = fingerprint["environment"]
-    print(f"wrote {out}: Python {env['python']}, torch {env['device']['torch']}, gpu {env['device']['gpu']}")
+    print(summary(fingerprint, out))
     return 0
+
+
+def summary(fingerprint: dict, path: Path) -> str:
+    """What a fingerprint holds, in a few lines (the JSON has every field)."""
+    env = fingerprint["environment"]
+    device, packages = env["device"], env["distributions"]
+    off = sorted(name for name, p in packages["locked"].items() if not p["matches_lock"])
+    extra = sorted(packages["not_in_lock"])
+    lock = f"{len(packages['locked']) - len(off)} of {len(packages['locked'])} locked packages as locked"
+    lock += f"; differ: {', '.join(off)}" if off else ""
+    lock += f"; {len(extra)} installed outside the lock" if extra else ""
+    lines = [
+        f"fingerprint {fingerprint['label']!r} written to {path}",
+        f"  {'environment':<14}  Python {env['python']} ({env['platform']}), torch {device['torch']}, "
+        f"source {env['source_sha256'][7:19]}",
+        f"  {'packages':<14}  {lock}",
+    ]
+    for section in ("cpu", "gpu"):
+        behaviour = fingerprint[section]
+        if behaviour is None:
+            why = "skipped (--no-gpu)" if device["gpu"] else "none: no CUDA device"
+            lines.append(f"  {section:<14}  {why}")
+            continue
+        where = behaviour.get("name", env["cpu"])
+        for kind in ("classifier", "dit"):
+            losses = behaviour[kind]["losses"]
+            lines.append(
+                f"  {section + ' ' + kind:<14}  {len(losses)} steps on {where}: loss {losses[0]:.4f} -> "
+                f"{losses[-1]:.4f}, params {behaviour[kind]['params_sha256'][7:19]}"
+            )
+    lines.append("compare it with another environment's: tandem check --compare A.json B.json")
+    return "\n".join(lines)
 
 
 def compare_command(paths: list[str], show_all: bool = False) -> int:

@@ -91,7 +91,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         f"{c.epochs} epochs x {plan.steps_per_epoch} steps of {c.batch_size} images"
     )
     window, metrics = LossWindow(), {}
-    with StopSignal() as stop, s.progress(total_steps, c.batch_size) as bar:
+    with StopSignal() as stop, s.progress(total_steps) as bar:
         while step < total_steps:
             # a batch, gathered and augmented on the device
             idx = plan.indices(step).to(device)
@@ -106,7 +106,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
                 loss = F.cross_entropy(net(x), y, label_smoothing=c.label_smoothing)
             grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
             step += 1
-            bar.update(c.batch_size)
+            bar.update()
 
             # bookkeeping: logs, test accuracy each epoch, checkpoints, stopping
             window.add(step, loss, grad_norm)

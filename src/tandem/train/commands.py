@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
 from tandem.train.config import (
     CONFIGS,
@@ -35,7 +36,7 @@ def register(subparsers) -> None:
             kind,
             help=cls.__doc__.splitlines()[0],
             description=cls.__doc__,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=DefaultsHelpFormatter,
         )
         add_config_arguments(parser, cls)
         parser.set_defaults(func=functools.partial(train_command, kind))
@@ -43,20 +44,38 @@ def register(subparsers) -> None:
     sample = subparsers.add_parser(
         "sample",
         help="write a sample grid (one row per class) from a DiT checkpoint",
-        description="Sample a class-conditional grid from a DiT checkpoint (its EMA weights by default).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Sample a class-conditional grid from a DiT checkpoint (its EMA weights by default). "
+        "A grid never replaces a file: the default name carries step, solver, steps, cfg scale and seed, "
+        "and takes the next free name (-2, -3, ...) when that one exists; an existing --out is refused.",
+        formatter_class=DefaultsHelpFormatter,
     )
     source = sample.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="PATH", help="a DiT checkpoint file")
     source.add_argument("--run", metavar="DIR", help="a DiT run directory: its latest valid checkpoint")
-    sample.add_argument("--steps", type=int, help="ODE solver steps (default: the run's --sample-steps)")
-    sample.add_argument("--solver", choices=SOLVERS, help="ODE solver (default: the run's)")
-    sample.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the run's)")
-    sample.add_argument("--per-class", type=int, default=8, help="samples per class (grid columns)")
+    sample.add_argument(
+        "--sample-steps", type=int, metavar="N", help="ODE solver steps (default: the run's --sample-steps)"
+    )
+    sample.add_argument("--solver", choices=SOLVERS, help="ODE solver (default: the run's --solver)")
+    sample.add_argument(
+        "--cfg-scale", type=float, metavar="S", help="classifier-free guidance scale, >= 0 (default: the run's)"
+    )
+    sample.add_argument("--samples-per-class", type=int, default=8, metavar="N", help="grid columns")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     sample.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     sample.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
-    sample.add_argument("--out", metavar="PNG", help="output file (default: <run>/samples/sample_step_<N>.png)")
+    sample.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads when sampling on the CPU, as for training (0: one per core)",
+    )
+    sample.add_argument(
+        "--out",
+        metavar="PNG",
+        help="output file, which must not exist (default: a new file in <run>/samples/ named after step, "
+        "solver, steps, cfg scale and seed; <run>/samples/latest.png becomes a copy of it)",
+    )
     sample.set_defaults(func=sample_command)
 
 
@@ -89,18 +108,23 @@ def sample_command(args: argparse.Namespace) -> int:
 
     from tandem.flow import EMA
     from tandem.models import DiTConfig, build_dit
-    from tandem.train import checkpoint, memory
+    from tandem.train import checkpoint, memory, samples
     from tandem.train.device import choose_device
-    from tandem.train.samples import class_samples, grid_labels, grid_size, save_grid
 
-    if args.per_class < 1:
-        raise UsageError(f"--per-class must be positive, got {args.per_class}")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be positive, got {args.steps}")
-    if args.cfg_scale is not None and not math.isfinite(args.cfg_scale):
-        raise UsageError(f"--cfg-scale must be a finite number, got {args.cfg_scale}")
+    if args.samples_per_class < 1:
+        raise UsageError(f"--samples-per-class must be positive, got {args.samples_per_class}")
+    if args.sample_steps is not None and args.sample_steps < 1:
+        raise UsageError(f"--sample-steps must be positive, got {args.sample_steps}")
+    if args.cfg_scale is not None and not (math.isfinite(args.cfg_scale) and args.cfg_scale >= 0):
+        raise UsageError(
+            f"--cfg-scale must be a finite number >= 0 (1: no guidance, 0: unconditional), got {args.cfg_scale}"
+        )
+    if args.cpu_threads < 0:
+        raise UsageError(f"--cpu-threads must be 0 (one per core) or positive, got {args.cpu_threads}")
     if args.out:
         check_out(Path(args.out))
+        if Path(args.out).exists():
+            raise UsageError(f"--out {args.out} already exists; tandem never replaces a grid: pass a new --out")
     if args.checkpoint:
         path = Path(args.checkpoint)
         state = checkpoint.load_or_fail(path, "--checkpoint")
@@ -112,6 +136,8 @@ def sample_command(args: argparse.Namespace) -> int:
     if state.get("kind") != "dit":
         raise UsageError(f"{path} is a {state.get('kind')} checkpoint; tandem sample needs a DiT checkpoint")
     device, why = choose_device(args.device)
+    if device.type == "cpu" and args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)  # a small DiT samples fastest on one thread, as it trains
 
     model_config = DiTConfig(**state["model_config"])
     model = build_dit(model_config)
@@ -123,26 +149,46 @@ def sample_command(args: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
     model = model.to(device)
 
-    trained = state["config"]
-    steps = args.steps or trained["sample_steps"]
+    trained, step, per_class = state["config"], state["step"], args.samples_per_class
+    steps = args.sample_steps or trained["sample_steps"]
     solver = args.solver or trained["solver"]
     cfg_scale = trained["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
-    out = Path(args.out) if args.out else path.parent.parent / "samples" / f"sample_step_{state['step']:07d}.png"
+    run_dir = path.parent.parent
+    samples_dir = run_dir / "samples"
 
-    png = grid_size(model_config.num_classes, args.per_class, model_config.image_size)
+    png = samples.grid_layout(model_config.num_classes, per_class, model_config.image_size).size
     shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
-    needed = memory.grid_bytes(model_config.num_classes * args.per_class, shape, png[0] * png[1])
-    memory.require_fits(needed, device, f"--per-class {args.per_class}", "pass a smaller --per-class")
+    needed = memory.grid_bytes(model_config.num_classes * per_class, shape, png[0] * png[1])
+    memory.require_fits(needed, device, f"--samples-per-class {per_class}", "pass a smaller --samples-per-class")
 
     print(f"device: {device} ({why})")
-    labels = grid_labels(model_config.num_classes, args.per_class, device)
+    labels = samples.grid_labels(model_config.num_classes, per_class, device)
     shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
     with torch.no_grad():
-        images = class_samples(model, labels, shape, steps=steps, solver=solver, cfg_scale=cfg_scale, seed=args.seed)
-    save_grid(images, args.per_class, out)
+        images = samples.class_samples(
+            model, labels, shape, steps=steps, solver=solver, cfg_scale=cfg_scale, seed=args.seed
+        )
+    grid = dict(
+        class_names=state.get("class_names", ()),
+        caption=samples.caption(run_dir.name, step, solver, steps, cfg_scale, args.seed, args.ema),
+        replace=False,
+    )
+    if args.out:
+        try:
+            out = samples.save_grid(images, per_class, args.out, **grid)
+        except FileExistsError:
+            raise UsageError(f"--out {args.out} appeared while sampling; pass a new --out") from None
+    else:
+        name = samples.sample_name(step, solver, steps, cfg_scale, args.seed, args.ema)
+        for candidate in samples.free_names(samples_dir / name):
+            try:
+                out = samples.save_grid(images, per_class, candidate, latest=samples_dir / samples.LATEST, **grid)
+                break
+            except FileExistsError:
+                continue
     print(
-        f"wrote {out}  ({model_config.num_classes} classes x {args.per_class}, {solver}, {steps} steps, "
-        f"cfg {cfg_scale}, {'EMA' if args.ema else 'raw'} weights of step {state['step']})"
+        f"wrote {out}  ({model_config.num_classes} classes x {per_class}, {solver}, {steps} steps, "
+        f"cfg {cfg_scale:g}, seed {args.seed}, {'EMA' if args.ema else 'raw'} weights of step {step})"
     )
     return 0
 

@@ -72,6 +72,13 @@ class TrainConfig:
         0, help="stop after this many steps of this invocation, with a checkpoint, as if interrupted (0: off)"
     )
     log_every: int = setting(10, help="log loss, lr and img/s to metrics.jsonl every this many steps")
+    # Not --log: torchrun reads the whole command line and refuses --log as a prefix of its --log-dir etc.
+    loggers: str = setting(
+        "auto",
+        help="loggers besides metrics.jsonl, comma-separated: tensorboard (<run>/tensorboard/), wandb (key from "
+        "WANDB_API_KEY or `wandb login`); auto: tensorboard when installed; none",
+    )
+    wandb_project: str = setting("tandem", help="the Weights & Biases project of --loggers wandb")
     # optimisation
     batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
     lr: float = setting(1e-3, help="peak learning rate")
@@ -319,6 +326,9 @@ def validate(config: TrainConfig) -> None:
     from tandem.train.run import check_run_name
 
     check_run_name(c.run_name)
+    from tandem.train.loggers import check as check_loggers
+
+    check_loggers(c.loggers)
     _require(c.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
     device_kind = c.device.split(":")[0]
     _require(
@@ -364,6 +374,7 @@ def validate(config: TrainConfig) -> None:
         _require(c.sample_every >= 0, f"--sample-every must be >= 0, got {c.sample_every}")
         _require(c.samples_per_class > 0, f"--samples-per-class must be positive, got {c.samples_per_class}")
         _require(c.sample_steps > 0, f"--sample-steps must be positive, got {c.sample_steps}")
+        _require(c.cfg_scale >= 0, f"--cfg-scale must be >= 0 (1: no guidance, 0: unconditional), got {c.cfg_scale}")
         _require(c.solver in SOLVERS, f"--solver must be one of {', '.join(SOLVERS)}")
         _require(
             c.timestep_schedule in TIMESTEP_SCHEDULES,

@@ -16,7 +16,7 @@ from tandem.train.config import DiTTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import Judge, score_samples, to_uint8
 from tandem.train.run import RunResult
-from tandem.train.samples import class_samples, grid_labels, grid_size, save_grid
+from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow, Session, StopSignal
 
@@ -93,14 +93,21 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         images = class_samples(
             ema.module, labels, image_shape, steps=c.sample_steps, solver=c.solver, cfg_scale=c.cfg_scale, seed=c.seed
         )
-        return save_grid(images, c.samples_per_class, s.run.samples_dir / f"step_{step:07d}.png")
+        return save_grid(
+            images,
+            c.samples_per_class,
+            s.run.samples_dir / f"step_{step:07d}.png",
+            class_names=data.class_names,
+            caption=caption(s.run.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
+            latest=s.run.samples_dir / LATEST,
+        )
 
     s.print(
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
     window = LossWindow()
-    with StopSignal() as stop, s.progress(c.steps, c.batch_size) as bar:
+    with StopSignal() as stop, s.progress(c.steps) as bar:
         while step < c.steps:
             # a batch on the device, as floats in [-1, 1]
             idx = plan.indices(step).to(device)
@@ -113,7 +120,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
             ema.update(model)
             step += 1
-            bar.update(c.batch_size)
+            bar.update()
 
             # bookkeeping: logs, checkpoints, sample grids, stopping
             window.add(step, loss, grad_norm)
@@ -142,7 +149,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
 
 def check_sample_memory(c: DiTTrainConfig, num_classes: int, image_shape, test_size: int, device) -> None:
     """The sample grids and the evaluation's samples must fit: refused here, before any training."""
-    png = grid_size(num_classes, c.samples_per_class, image_shape[-1])
+    png = grid_layout(num_classes, c.samples_per_class, image_shape[-1]).size
     needed = memory.grid_bytes(num_classes * c.samples_per_class, image_shape, png[0] * png[1])
     memory.require_fits(
         needed, device, f"--samples-per-class {c.samples_per_class}", "pass a smaller --samples-per-class"

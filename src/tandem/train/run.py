@@ -5,8 +5,8 @@ runs/<run>/config.json        the resolved config, the device and the versions i
 runs/<run>/.lock              held (flock) by the one process writing the run; it names that process
 runs/<run>/checkpoints/       step_<N>.pt, the last --keep-checkpoints of them
 runs/<run>/metrics.jsonl      one JSON object per logged step / epoch / final evaluation
-runs/<run>/loss_curve.png     training loss (and test accuracy) against step
-runs/<run>/samples/           DiT sample grids, step_<N>.png
+runs/<run>/loss_curve.png     training loss (and test accuracy), learning rate and resumes against step
+runs/<run>/samples/           DiT sample grids, step_<N>.png, and latest.png a copy of the newest
 """
 
 from __future__ import annotations
@@ -161,30 +161,10 @@ class RunDir:
         atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
 
     def plot_loss_curve(self) -> Path:
-        """loss_curve.png from metrics.jsonl, with test accuracy on a second axis when there is any."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        """loss_curve.png from metrics.jsonl (tandem.train.plots draws it)."""
+        from tandem.train.plots import plot_loss_curve
 
-        records = self.read_metrics()
-        losses = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
-        accuracy = [(r["step"], r["test_acc"]) for r in records if "test_acc" in r]
-        fig = Figure(figsize=(7, 4), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        if losses:
-            ax.plot(*zip(*losses, strict=True), color="tab:blue", label="training loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        if accuracy:
-            ax2 = ax.twinx()
-            ax2.plot(*zip(*accuracy, strict=True), "o-", color="tab:orange", label="test accuracy")
-            ax2.set_ylabel("test accuracy")
-        ax.set_title(self.path.name)
-        fig.tight_layout()
-        atomic_write(self.loss_curve_path, lambda f: fig.savefig(f, format="png"))
-        return self.loss_curve_path
+        return plot_loss_curve(self.read_metrics(), self.loss_curve_path, self.path.name)
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

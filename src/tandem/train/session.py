@@ -33,6 +33,7 @@ from tandem.train.checkpoint import capture_rng, check_identity, content_digest,
 from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import TrainConfig, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
+from tandem.train.loggers import Loggers
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged
 
 
@@ -109,6 +110,7 @@ class Session:
             )
         self._threads = torch.get_num_threads()
         self.lock: RunLock | None = None
+        self.loggers = Loggers()  # TensorBoard, W&B: opened with the run directory, on rank 0
         try:
             self._start(why)
         except BaseException:
@@ -225,7 +227,12 @@ class Session:
                 run.rewind_metrics(self.start_step, records=records)
                 run.checkpoints.remove_temporaries()
                 run.checkpoints.set_aside_after(self.start_step)
-            run.write_config(self.resolved_config(attempt, previous))
+            resolved = self.resolved_config(attempt, previous)
+            run.write_config(resolved)
+            if state is not None:
+                run.log({"step": self.start_step, "resumed_from": self.resumed_from.name})  # marks the loss curve
+            c = self.config
+            self.loggers = Loggers.open(c.loggers, run.path, c.wandb_project, resolved, self.start_step)
         if attempt is not None and attempt.note:
             self.print(attempt.note)
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
@@ -303,13 +310,12 @@ class Session:
 
     # -- during training ----------------------------------------------------
 
-    def progress(self, total_steps: int, images_per_step: int) -> tqdm:
-        """A progress bar in images (so its rate is img/s), on rank 0 at a terminal only."""
+    def progress(self, total_steps: int) -> tqdm:
+        """A progress bar in optimizer steps (img/s in its postfix), on rank 0 at a terminal only."""
         return tqdm(
-            total=total_steps * images_per_step,
-            initial=self.start_step * images_per_step,
-            unit="img",
-            unit_scale=True,
+            total=total_steps,
+            initial=self.start_step,
+            unit="step",
             desc=self.kind,
             dynamic_ncols=True,
             disable=not (self.is_main and sys.stderr.isatty()),
@@ -349,7 +355,7 @@ class Session:
         }
         self._last_log, self._untimed = (now, step), 0.0
         self.log(record)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{record['img_per_s']:,.0f}", refresh=False)
         if bar.disable:
             self.print(
                 f"step {step:>6}  loss {loss:.4f}  lr {record.get('lr', 0):.2e}  "
@@ -369,6 +375,7 @@ class Session:
     def log(self, record: dict) -> None:
         if self.is_main and self.run is not None:
             self.run.log(record)
+            self.loggers.log(record)
 
     def save_checkpoint(self, step: int, training_state: dict) -> Path | None:
         """Collective: gathers every rank's random streams; rank 0 writes the file."""
@@ -429,6 +436,7 @@ class Session:
         return shlex.join(words)
 
     def close(self) -> None:
+        self.loggers.close()  # it writes in the run directory: before the lock goes
         if self.lock is not None:
             self.lock.release()
         distributed.shutdown()

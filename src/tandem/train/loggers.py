@@ -1,0 +1,155 @@
+"""Where metrics go besides metrics.jsonl: TensorBoard event files and Weights & Biases.
+
+The session hands every record it writes to metrics.jsonl to `Loggers.log` as well (rank 0 only), so
+all of them hold the same numbers. `--loggers` names the loggers: `tensorboard` writes <run>/tensorboard/,
+`wandb` logs to the `--wandb-project` project (the API key comes from WANDB_API_KEY, `wandb login`, or a
+Modal Secret; never from the settings; WANDB_MODE=offline writes <run>/wandb/ only). `auto`, the default,
+is TensorBoard when its package is installed, and nothing otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import netrc
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tandem.errors import UsageError
+
+LOGGERS = ("tensorboard", "wandb")
+AUTO, NONE = "auto", "none"
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def chosen(spec: str) -> list[str]:
+    """The loggers a --loggers value asks for; raises UsageError on an unknown name."""
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    if names == [AUTO]:
+        return ["tensorboard"] if installed("tensorboard") else []
+    if names in ([NONE], []):
+        return []
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise UsageError(
+            f"--loggers {spec!r}: unknown logger {unknown[0]!r}; use {', '.join(LOGGERS)} (comma-separated), auto or none"
+        )
+    return list(dict.fromkeys(names))
+
+
+def check(spec: str) -> list[str]:
+    """Every problem with --loggers before anything is written: a missing package, wandb without a key."""
+    names = chosen(spec)
+    for name in names:
+        if not installed(name):
+            raise UsageError(
+                f"--loggers {name}: the {name} package is not installed; `uv pip install {name}` or drop it"
+            )
+    if "wandb" in names and not wandb_can_log():
+        raise UsageError(
+            "--loggers wandb: no Weights & Biases API key; set WANDB_API_KEY (on Modal: a Secret), run `wandb login`, "
+            "or set WANDB_MODE=offline"
+        )
+    return names
+
+
+def wandb_can_log() -> bool:
+    """An API key where wandb looks for one (the environment, then ~/.netrc), or a mode that needs none."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """The numbers of a record, without its step (final records' under final/)."""
+    prefix = "final/" if record.get("final") else ""
+    return {
+        prefix + key: float(value)
+        for key, value in record.items()
+        if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+class TensorBoard:
+    def __init__(self, run_dir: Path, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step: on resume, TensorBoard drops what an earlier attempt logged after the checkpoint
+        # (steps from start_step + 1 on), as metrics.jsonl does; those steps are redone.
+        purge = start_step + 1 if start_step else None
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge)
+
+    def log(self, record: dict) -> None:
+        for tag, value in scalars(record).items():
+            self.writer.add_scalar(tag, value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandB:
+    def __init__(self, run_dir: Path, project: str, config: dict):
+        import wandb
+
+        # One W&B run per run directory: its id is kept there, so a resumed run continues the same one.
+        id_file = run_dir / "wandb" / "run-id"
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(8)
+        id_file.write_text(run_id + "\n")
+        self.run = wandb.init(
+            project=project,
+            name=run_dir.name,
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            config=config,
+            settings=wandb.Settings(console="off"),  # leave stdout alone: the progress bar and logs are ours
+        )
+        # Steps are a logged value rather than W&B's own counter, which refuses steps redone after a resume.
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+
+    def log(self, record: dict) -> None:
+        values = scalars(record)
+        if record.get("final"):
+            self.run.summary.update(values)
+        elif values:
+            self.run.log({"step": record["step"], **values})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class Loggers:
+    """The loggers of one run; an empty Loggers does nothing."""
+
+    def __init__(self, loggers=()):
+        self.loggers = list(loggers)
+
+    @classmethod
+    def open(cls, spec: str, run_dir: Path, project: str, config: dict, start_step: int) -> Loggers:
+        """The loggers --loggers names, writing into run_dir; `config` is what W&B records as the run's config."""
+        loggers = []
+        for name in check(spec):
+            if name == "tensorboard":
+                loggers.append(TensorBoard(run_dir, start_step))
+            else:
+                loggers.append(WandB(run_dir, project, config))
+        return cls(loggers)
+
+    def log(self, record: dict) -> None:
+        for logger in self.loggers:
+            logger.log(record)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
