@@ -1,6 +1,6 @@
 """Copy what a run produced for people to look at (config, metrics, loss curve, sample grids, TensorBoard
-events; not the
-checkpoints) into a local folder: from the runs Volume after a Modal run, from the runs dir after a local one."""
+events; not the checkpoints) into a local folder: from the runs Volume after a Modal run, from the runs dir
+after a local one."""
 
 from __future__ import annotations
 
