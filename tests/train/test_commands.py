@@ -76,7 +76,7 @@ BAD_INPUT = [
     ),
     (["sample", "--run", "{old_run}", "--sample-steps", "0"], "--sample-steps"),
     (["sample", "--run", "{old_run}", "--cfg-scale", "-1"], "--cfg-scale"),
-    (["sample", "--run", "{old_run}", "--out", "{a_file}"], "already exists"),
+    (["sample", "--run", "{old_run}", "--out", "{a_png}"], "already exists"),
 ]
 
 
@@ -85,6 +85,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     argv, expected, fast_flags, runs_dir, tmp_path, request, capsys
 ):
     (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "grid.png").write_bytes(b"an earlier grid")
     (tmp_path / "bad_key.toml").write_text("steps = 3\nnope = 1\n")
     (tmp_path / "wrong_type.toml").write_text('steps = "3"\n')
     values = {
@@ -92,6 +93,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         "empty": tmp_path / "empty",
         "a_file": tmp_path / "file",
         "a_file_name": "file",
+        "a_png": tmp_path / "grid.png",
         "tmp": tmp_path,
         "bad_key_toml": tmp_path / "bad_key.toml",
         "wrong_type_toml": tmp_path / "wrong_type.toml",
