@@ -5,5 +5,5 @@ functions.py  the app: image, Volumes, one Function per command
 resources.py  GPU type and count, timeout, CPU and memory: the one place that decides them
 attempt.py    inside a training Function: the supervised trainer, commits, continuation
 flags.py      the entrypoint's words; launch.py: what the entrypoint does with them
-outputs.py    copying a run's outputs; login.py: Modal credentials; check.py: `tox -e modal`
+outputs.py    copying a run's outputs; check.py: `tox -e modal`
 """

@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import login, resources
+from tandem.env import modal_login as login
+
+from . import resources
 
 COMMAND = "tox -e modal"
 

@@ -16,10 +16,11 @@ from pathlib import Path, PurePosixPath
 
 import modal
 
+from tandem.env import modal_login as login
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, default_runs_dir, validate
 
-from . import functions, login, resources
+from . import functions, resources
 from .attempt import RunInterrupted
 from .flags import PROG, Request, parse
 from .outputs import DirFiles, VolumeFiles, copy_outputs, wanted

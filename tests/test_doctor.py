@@ -14,14 +14,14 @@ def ctx():
 
 
 def test_old_driver_fails_with_the_minimum_and_a_fix(ctx, monkeypatch):
-    monkeypatch.setattr(doctor, "_driver_version", lambda: "550.54.15")
+    monkeypatch.setattr(doctor, "nvidia_driver_version", lambda: "550.54.15")
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     finding = doctor.nvidia_driver(ctx)
     assert finding.status == "fail" and "older than 580" in finding.detail and "upgrade the driver" in finding.fix
 
 
 def test_new_driver_passes(ctx, monkeypatch):
-    monkeypatch.setattr(doctor, "_driver_version", lambda: "580.65.06")
+    monkeypatch.setattr(doctor, "nvidia_driver_version", lambda: "580.65.06")
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     assert doctor.nvidia_driver(ctx).status == "ok"
 
@@ -41,13 +41,15 @@ def test_modal_gpu_without_kernels_fails(ctx, monkeypatch):
 
 
 def test_missing_modal_credentials_say_how_to_log_in(ctx, monkeypatch, tmp_path):
+    import modal.config
+
     monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
+    monkeypatch.setattr(modal.config.config, "get", lambda key, use_env=True: None)  # no token in ~/.modal.toml
     finding = doctor.modal_credentials(ctx)
     assert finding.status == "fail" and "modal setup" in finding.fix
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-x")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-x")
-    assert doctor.modal_credentials(ctx).status == "ok"
+    assert doctor.modal_credentials(ctx).detail == "credentials: MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set"
 
 
 def test_stale_lock_and_generated_files_fail(tmp_path):
@@ -75,7 +77,7 @@ def test_no_docker_fails_docker_target(ctx, monkeypatch):
 def test_gpu_without_container_runtime_fails(ctx, monkeypatch):
     monkeypatch.setattr(doctor.shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(doctor, "_run", lambda cmd: '{"runc":{}}')
-    monkeypatch.setattr(doctor, "_driver_version", lambda: "580.1")
+    monkeypatch.setattr(doctor, "nvidia_driver_version", lambda: "580.1")
     finding = doctor.nvidia_runtime(ctx)
     assert finding.status == "fail" and "nvidia-ctk" in finding.fix
 
@@ -87,7 +89,7 @@ def test_exit_code_follows_failures(monkeypatch, capsys):
     assert doctor.doctor_command(args) == 1
     assert "not ready" in capsys.readouterr().out
     args.target = "local"
-    monkeypatch.setattr(doctor, "_driver_version", lambda: None)
+    monkeypatch.setattr(doctor, "nvidia_driver_version", lambda: None)
     assert doctor.doctor_command(args) == 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from tandem.check.environment import nvidia_driver_version
 from tandem.env.settings import Project, load_project
 from tandem.errors import UsageError
 
@@ -156,7 +156,7 @@ def nvidia_runtime(ctx: Context) -> Finding:
     out = _run(["docker", "info", "--format", "{{json .Runtimes}}"]) if shutil.which("docker") else None
     if out and "nvidia" in out:
         return Finding("nvidia container runtime", "ok", "registered with Docker")
-    if not _driver_version():
+    if not nvidia_driver_version():
         return Finding("nvidia container runtime", "warn", "no NVIDIA GPU here: containers run on CPU",
                        "use `docker compose -f compose.yaml -f compose.cpu.yaml run ...`")  # fmt: skip
     return Finding(
@@ -166,7 +166,7 @@ def nvidia_runtime(ctx: Context) -> Finding:
 
 
 def nvidia_driver(ctx: Context) -> Finding:
-    driver = _driver_version()
+    driver = nvidia_driver_version()
     if not driver:  # answered without importing torch, which takes seconds
         return Finding("nvidia driver", "skip", "no NVIDIA driver: training runs on MPS or CPU here")
     import torch
@@ -182,7 +182,7 @@ def nvidia_driver(ctx: Context) -> Finding:
 
 
 def local_gpu_kernels(ctx: Context) -> Finding:
-    if not _driver_version():
+    if not nvidia_driver_version():
         return Finding("local gpu kernels", "skip", "no NVIDIA driver, so no CUDA device")
     import torch
 
@@ -216,12 +216,11 @@ def modal_credentials(ctx: Context) -> Finding:
         import modal  # noqa: F401
     except ImportError:
         return Finding("modal", "fail", "the modal client is not installed", "install from the lock: `tox -e modal`")
-    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
-        return Finding("modal", "ok", "credentials from MODAL_TOKEN_ID / MODAL_TOKEN_SECRET")
-    config = Path(os.environ.get("MODAL_CONFIG_PATH", Path.home() / ".modal.toml"))
-    if config.is_file() and "token_id" in config.read_text():
-        return Finding("modal", "ok", f"credentials in {config}")
-    return Finding("modal", "fail", "no Modal credentials", "run `modal setup` (or `modal token new`) to log in")
+    from tandem.env.modal_login import LOGIN, credentials_source
+
+    if source := credentials_source():
+        return Finding("modal", "ok", f"credentials: {source}")
+    return Finding("modal", "fail", "no Modal credentials", LOGIN)
 
 
 def disk_space(ctx: Context) -> Finding:
@@ -232,15 +231,6 @@ def disk_space(ctx: Context) -> Finding:
         return Finding("disk", "ok", f"{free:.0f} GB free at {where}")
     return Finding("disk", "fail", f"only {free:.1f} GB free at {where}; the image needs about {IMAGE_DISK_GB} GB",
                    "free space, e.g. `docker system prune` / `docker builder prune`")  # fmt: skip
-
-
-def _driver_version() -> str | None:
-    out = (
-        _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-        if shutil.which("nvidia-smi")
-        else None
-    )
-    return out.strip().splitlines()[0] if out and out.strip() else None
 
 
 def _run(cmd: list[str]) -> str | None:

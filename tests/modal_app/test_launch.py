@@ -196,3 +196,21 @@ def test_python_with_credentials_detaches_on_modal(with_credentials, modal_cli, 
     )  # fmt: skip
     out = capsys.readouterr().out
     assert "started dit run d as call fc-test" in out and "fetch:   modal run modal_app/train.py fetch d" in out
+
+
+def test_without_credentials_the_entrypoint_runs_here_and_says_why(no_credentials):
+    from modal_app.launch import choose_target
+
+    where, why = choose_target(local=False, app_running=False)
+    assert where == "local" and "no Modal credentials" in why and "modal token new" in why
+    assert choose_target(local=True, app_running=True) == ("local", "--local was given")
+    assert choose_target(local=False, app_running=True)[0] == "modal"
+
+
+def test_with_credentials_the_entrypoint_goes_to_modal(with_credentials):
+    from modal_app.launch import choose_target
+
+    assert choose_target(local=False, app_running=False) == (
+        "modal",
+        "Modal credentials found: MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set",
+    )

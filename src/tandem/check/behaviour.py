@@ -7,7 +7,6 @@ kernels and one thread, so two environments that agree produce the same numbers.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import torch
 
 from tandem.models import DiTConfig, build_classifier, build_dit
 from tandem.train import run_training
+from tandem.train.checkpoint import content_digest
 from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import CONFIGS
 from tandem.train.run import RunDir
@@ -86,12 +86,8 @@ def forward_digests(device: str) -> dict:
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        value = tensors[name]
-        if isinstance(value, torch.Tensor):
-            h.update(name.encode() + b"\0" + value.detach().cpu().contiguous().numpy().tobytes())
-    return "sha256:" + h.hexdigest()
+    """The bits of every tensor, by name (the checkpoints' own content digest)."""
+    return "sha256:" + content_digest({k: v for k, v in sorted(tensors.items()) if isinstance(v, torch.Tensor)})
 
 
 def _output(y: torch.Tensor) -> dict:

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from tandem.env.digest import LAYOUT_VARS
+from tandem.tables import format_table, shorten
 
 LOSS_RTOL = 1e-4
 MISSING = "-"
@@ -193,19 +194,9 @@ def _same(field: str, values: list) -> Row:
 
 
 def format_rows(rows: list[Row], labels: list[str], only_mismatches: bool = False) -> str:
-    headers = ["field", *labels, "match", "note"]
     table = [
-        [r.field, *(_short(v) for v in r.values), "yes" if r.ok else "NO", r.note]
+        [r.field, *(shorten(v, 34) for v in r.values), "yes" if r.ok else "NO", r.note]
         for r in rows
         if r.ok is False or not only_mismatches
     ]
-    widths = [max(len(str(line[i])) for line in [headers, *table]) for i in range(len(headers))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *table]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _short(value: str, limit: int = 34) -> str:
-    return value if len(value) <= limit else value[: limit - 3] + "..."
+    return format_table(["field", *labels, "match", "note"], table)

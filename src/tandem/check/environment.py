@@ -192,16 +192,23 @@ def device_facts() -> dict:
         facts["gpu"] = torch.cuda.get_device_name(0)
         facts["gpu_count"] = torch.cuda.device_count()
         facts["capability"] = "sm_{}{}".format(*torch.cuda.get_device_capability(0))
-        facts["driver"] = _nvidia_driver()
+        facts["driver"] = nvidia_driver_version()
     return facts
 
 
-def _nvidia_driver() -> str | None:
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver version nvidia-smi reports, or None without a driver (or when it hangs)."""
     if not shutil.which("nvidia-smi"):
         return None
-    out = subprocess.run(
-        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
-    )
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 

@@ -76,11 +76,11 @@ def render_command(args) -> int:
 
 
 def parity_command(args) -> int:
-    from tandem.env.parity import format_table, parity_rows
+    from tandem.env.parity import format_report, parity_rows
 
     project = load_project(args.project)
     rows = parity_rows(project)
-    print(format_table(rows))
+    print(format_report(rows))
     mismatched = [row.field for row in rows if not row.match]
     if mismatched:
         print(f"\nparity FAILED on: {', '.join(mismatched)}", file=sys.stderr)

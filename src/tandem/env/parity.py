@@ -20,6 +20,7 @@ from tandem.env.modal_image import BUILDER_VERSION_VAR
 from tandem.env.modal_layers import ModalFunction, ModalLayer, app_functions, builder_versions, modal_layers
 from tandem.env.settings import Project
 from tandem.errors import UsageError
+from tandem.tables import format_table, shorten
 
 APP_FILE = "modal_app/train.py"
 # Names that must reach neither image, whatever the ignore list says.
@@ -296,15 +297,8 @@ def _pairs(env: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in env.items()) or "(none)"
 
 
-def format_table(rows: list[Row]) -> str:
-    headers = ("field", "docker", "modal", "match")
-    table = [(r.field, _short(r.docker), _short(r.modal), r.status) for r in rows]
-    widths = [max(len(str(row[i])) for row in [headers, *table]) for i in range(3)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers[:3], widths, strict=True)) + "  " + headers[3]]
-    lines.append("  ".join("-" * w for w in widths) + "  -----")
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3] for row in table]
-    return "\n".join(lines)
-
-
-def _short(value: str, limit: int = 48) -> str:
-    return value if len(value) <= limit else value[: limit - 3] + "..."
+def format_report(rows: list[Row]) -> str:
+    return format_table(
+        ("field", "docker", "modal", "match"),
+        [(r.field, shorten(r.docker, 48), shorten(r.modal, 48), r.status) for r in rows],
+    )

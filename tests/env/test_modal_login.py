@@ -1,10 +1,10 @@
-"""Where the work runs without Modal credentials, and the one line `tox -e modal` prints then."""
+"""Modal credentials, found without the network, and the one line that says how to log in."""
 
 from __future__ import annotations
 
 import pytest
 
-from modal_app.login import credentials_source, no_credentials_message
+from tandem.env.modal_login import credentials_source, no_credentials_message
 
 NOTHING = {}.get
 
@@ -29,21 +29,3 @@ def test_no_credentials_message_is_one_line_saying_how_to_log_in():
     assert "\n" not in message
     assert message.startswith("tox -e modal: no Modal credentials")
     assert "`modal token new`" in message and "`modal setup`" in message
-
-
-def test_without_credentials_the_entrypoint_runs_here_and_says_why(no_credentials):
-    from modal_app.launch import choose_target
-
-    where, why = choose_target(local=False, app_running=False)
-    assert where == "local" and "no Modal credentials" in why and "modal token new" in why
-    assert choose_target(local=True, app_running=True) == ("local", "--local was given")
-    assert choose_target(local=False, app_running=True)[0] == "modal"
-
-
-def test_with_credentials_the_entrypoint_goes_to_modal(with_credentials):
-    from modal_app.launch import choose_target
-
-    assert choose_target(local=False, app_running=False) == (
-        "modal",
-        "Modal credentials found: MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set",
-    )
