@@ -237,3 +237,16 @@ def test_version(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("tandem 0.")
+
+
+def test_sample_takes_a_run_name_or_a_path(existing_run, monkeypatch, tmp_path, capsys):
+    run = Path(existing_run.run_dir)
+    monkeypatch.setenv("TANDEM_RUNS_DIR", str(run.parent))
+    monkeypatch.chdir(tmp_path)  # the name is not a path from here
+    base = ["sample", "--samples-per-class", "1", "--sample-steps", "1", "--device", "cpu"]
+    assert main([*base, "--run", run.name]) == 0
+    assert main([*base, "--run", str(run), "--seed", "1"]) == 0
+    names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
+    assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0.png", "1.png"]
+    assert main([*base, "--run", "no-such-run"]) == 2
+    assert f"no usable checkpoint in {run.parent / 'no-such-run'}/checkpoints" in capsys.readouterr().err
