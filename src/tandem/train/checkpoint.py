@@ -105,25 +105,28 @@ def load_or_fail(path: str | Path, flag: str) -> dict:
 def snapshot(obj):
     """A copy of `obj` in host memory that later steps cannot change: tensors copied (into pinned memory
     from CUDA, one synchronisation for all), containers rebuilt."""
-    copied = _copy(obj)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()  # the non-blocking device-to-host copies have landed
+    cuda: set[torch.device] = set()
+    copied = _copy(obj, cuda)
+    for device in cuda:
+        torch.cuda.synchronize(device)  # the non-blocking device-to-host copies have landed
     return copied
 
 
-def _copy(obj):
+def _copy(obj, cuda: set):
     if isinstance(obj, torch.Tensor):
         t = obj.detach()
         if t.device.type == "cpu":
             return t.clone()
-        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.device.type == "cuda")
-        return host.copy_(t, non_blocking=t.device.type == "cuda")
+        if t.device.type != "cuda":
+            return t.to("cpu", copy=True)
+        cuda.add(t.device)
+        return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
     if isinstance(obj, dict):
-        return {key: _copy(value) for key, value in obj.items()}
+        return {key: _copy(value, cuda) for key, value in obj.items()}
     if isinstance(obj, list):
-        return [_copy(value) for value in obj]
+        return [_copy(value, cuda) for value in obj]
     if isinstance(obj, tuple):
-        return tuple(_copy(value) for value in obj)
+        return tuple(_copy(value, cuda) for value in obj)
     return obj  # numbers, strings, None: immutable
 
 
