@@ -55,6 +55,7 @@ from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.device import autocast, choose_device, configure_determinism
 from tandem.train.evaluate import channel_stats, normalize
+from tandem.train.optimizers import adamw, sgd
 from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow
 
@@ -120,7 +121,7 @@ def classifier_bench(shape, batch_size, device, compile) -> Bench:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std = channel_stats(data.train_images)
-    optimizer = torch.optim.SGD(
+    optimizer = sgd(
         model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
     )
     scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
@@ -167,7 +168,7 @@ def dit_bench(size, shape, patch_size, batch_size, device, compile) -> Bench:
     )
     model = build_dit(model_config).to(device)
     ema = EMA(model, c.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
     plan = BatchPlan(len(data.train_images), batch_size, seed=0)
     augment = Augment(flip=data.flip)

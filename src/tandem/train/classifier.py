@@ -14,6 +14,7 @@ from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import channel_stats, normalize, predict
+from tandem.train.optimizers import sgd
 from tandem.train.run import RunResult
 from tandem.train.schedule import lr_scheduler, optimizer_step
 from tandem.train.session import LossWindow, Session, StopSignal
@@ -51,7 +52,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     channels_last = device.type == "cuda"  # faster convolutions on tensor cores
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
+    optimizer = sgd(
         model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
     )
     scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)

@@ -15,6 +15,7 @@ from tandem.train.batches import BatchPlan
 from tandem.train.config import DiTTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import Judge, score_samples, to_uint8
+from tandem.train.optimizers import adamw
 from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler, optimizer_step
@@ -61,7 +62,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     resume = s.open_run({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
 
     ema = EMA(model, c.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=c.steps)
     step = 0
     if resume:

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from tandem.train.optimizers import clip_grad_norm
+
 
 def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
     """Multiplier of the peak learning rate for the optimizer step that follows `step` steps."""
@@ -31,7 +33,7 @@ def optimizer_step(loss, model, optimizer, scheduler, grad_clip: float):
     Returns the gradient norm before clipping (0 disables clipping but still measures it)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    grad_norm = clip_grad_norm(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
     return grad_norm
