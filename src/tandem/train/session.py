@@ -16,9 +16,7 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import TrainConfig, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
 from tandem.train.loggers import Loggers
+from tandem.train.loop import LossWindow, StopSignal
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged
 
 
@@ -47,53 +46,6 @@ def package_version() -> str | None:
         return importlib.metadata.version("tandem")
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-class StopSignal:
-    """SIGTERM (what Docker and Modal send first) and Ctrl-C set a flag the loop checks after each step,
-    so the run ends with a checkpoint instead of dying mid-step. A second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class LossWindow:
-    """Losses and gradient norms since the last log, kept on the device: reading them waits for the GPU,
-    so that happens once per log interval rather than every step."""
-
-    def __init__(self):
-        self.steps: list[int] = []
-        self.values: list[torch.Tensor] = []
-
-    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.steps.append(step)
-        self.values.append(torch.stack([loss.detach().float(), grad_norm.detach().float()]))
-
-    def read(self) -> tuple[float, float, int | None]:
-        """(mean loss, mean grad norm, first step whose loss or gradient was not finite) and reset."""
-        if not self.values:
-            return float("nan"), float("nan"), None
-        values = torch.stack(self.values).cpu()
-        finite = torch.isfinite(values).all(dim=1)
-        bad = None if finite.all() else self.steps[int((~finite).nonzero()[0])]
-        loss, grad_norm = values.mean(dim=0).tolist()
-        self.steps, self.values = [], []
-        return loss, grad_norm, bad
 
 
 class Session:
