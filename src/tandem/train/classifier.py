@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tandem.data import Augment, ImageData
+from tandem.errors import UsageError
 from tandem.models import build_classifier
 from tandem.train import distributed
 from tandem.train.batches import BatchPlan
@@ -31,6 +32,11 @@ IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset"}
 def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[nn.Module, dict]:
     """The classifier for this data (its stem whitened on the first 5000 images), and its settings."""
     channels, image_size, _ = data.image_shape
+    if data.num_classes < 2 or image_size < 2:
+        raise UsageError(
+            f"--dataset {c.dataset}: {data.num_classes} class(es) of {image_size}x{image_size} images; a classifier "
+            "needs at least two classes and 2x2 pixels: check --folder and --image-size"
+        )
     model_config = {
         "arch": c.arch,
         "num_classes": data.num_classes,

@@ -14,7 +14,7 @@ from tandem.flow import EMA, flow_matching_loss
 from tandem.models import DiTConfig, build_dit
 from tandem.train import memory
 from tandem.train.batches import BatchPlan
-from tandem.train.config import DiTTrainConfig
+from tandem.train.config import DiTTrainConfig, check_patch_size
 from tandem.train.device import autocast
 from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
 from tandem.train.loop import train_loop
@@ -134,6 +134,7 @@ def train(c: DiTTrainConfig) -> RunResult:
 def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     data, device = s.data, s.device
     image_shape = data.image_shape
+    check_patch_size(image_shape[-1], c.patch_size)  # the dataset's own size, when no --image-size
     model_config = model_config_of(c, data)
     check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
     model = build_dit(model_config).to(device)
