@@ -23,7 +23,7 @@ from tandem.train.loop import train_loop
 from tandem.train.run import RunResult
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.update import optimizer_step
+from tandem.train.step import TrainStep, optimizer_step
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset"}
@@ -51,7 +51,7 @@ def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[n
 
 
 @dataclasses.dataclass
-class ClassifierStep:
+class ClassifierStep(TrainStep):
     """One training step, batch -> loss -> update: what the loop repeats and benchmarks/throughput.py times."""
 
     c: ClassifierTrainConfig
@@ -117,18 +117,6 @@ class ClassifierStep:
             loss = self.loss(self.net, x, y)
         grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
         return loss, grad_norm
-
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def train(c: ClassifierTrainConfig) -> RunResult:

@@ -22,7 +22,7 @@ from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.update import optimizer_step
+from tandem.train.step import TrainStep, optimizer_step
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {
@@ -51,7 +51,7 @@ def model_config_of(c: DiTTrainConfig, data: ImageData) -> DiTConfig:
 
 
 @dataclasses.dataclass
-class DiTStep:
+class DiTStep(TrainStep):
     """One training step, batch -> loss -> update -> EMA: what the loop repeats and benchmarks/throughput.py
     times."""
 
@@ -65,6 +65,7 @@ class DiTStep:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     augment: Augment
     generators: dict[str, torch.Generator]  # "data" (augmentation) and "noise" (timesteps, noise, label drop)
+    PARTS = ("model", "ema", "optimizer", "scheduler")  # what a checkpoint holds of the step
 
     @classmethod
     def create(
@@ -107,20 +108,6 @@ class DiTStep:
         grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
         self.ema.update(self.model)
         return loss, grad_norm
-
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def train(c: DiTTrainConfig) -> RunResult:
