@@ -82,8 +82,7 @@ class ClassifierStep(TrainStep):
         resume: dict | None = None,
         prepare: Callable[[nn.Module], nn.Module] = lambda model: model,
     ) -> ClassifierStep:
-        """The optimizer and schedule of `c`, restored from a checkpoint's state if one is given; the model
-        is called through prepare(model) (DDP, torch.compile), made after the restore."""
+        """The optimizer and schedule of `c`, then ready(resume, prepare)."""
         channels_last = data.train_images.device.type == "cuda"  # faster convolutions on tensor cores
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -93,10 +92,7 @@ class ClassifierStep(TrainStep):
         scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)
         augment = Augment(pad=c.translate, flip=data.flip)
         step = cls(c, data, plan, model, model, optimizer, scheduler, augment, generator, mean, std, channels_last)
-        if resume:
-            step.load_state_dict(resume)
-        step.net = prepare(model)
-        return step
+        return step.ready(resume, prepare)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Step `step`'s images, gathered, augmented and normalised on the device, and their labels."""

@@ -79,17 +79,13 @@ class DiTStep(TrainStep):
         resume: dict | None = None,
         prepare: Callable[[nn.Module], nn.Module] = lambda model: model,
     ) -> DiTStep:
-        """The EMA, optimizer and schedule of `c`, restored from a checkpoint's state if one is given; the
-        model is called through prepare(model) (DDP, torch.compile), made after the restore."""
+        """The EMA, optimizer and schedule of `c`, then ready(resume, prepare)."""
         ema = EMA(model, c.ema_decay)
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=c.steps)
         augment = Augment(flip=data.flip)
         step = cls(c, data, plan, model, model, ema, optimizer, scheduler, augment, generators)
-        if resume:
-            step.load_state_dict(resume)
-        step.net = prepare(model)
-        return step
+        return step.ready(resume, prepare)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Step `step`'s images on the device, as floats in [-1, 1], and their labels."""

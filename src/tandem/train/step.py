@@ -3,9 +3,11 @@ one dict of the parts it holds (model, optimizer, schedule, EMA), as a checkpoin
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, Self
 
 import torch
+import torch.nn as nn
 
 
 def optimizer_step(loss, model, optimizer, scheduler, grad_clip: float):
@@ -31,3 +33,11 @@ class TrainStep:
     def load_state_dict(self, state: dict) -> None:
         for name in self.PARTS:
             getattr(self, name).load_state_dict(state[name])
+
+    def ready(self, resume: dict | None, prepare: Callable[[nn.Module], nn.Module]) -> Self:
+        """Restored from a checkpoint's state (if any), then the model as the step calls it: prepare(model)
+        (DDP, torch.compile), made after the restore so that every rank starts from the restored weights."""
+        if resume:
+            self.load_state_dict(resume)
+        self.net = prepare(self.model)
+        return self
