@@ -248,6 +248,10 @@ def sample_options(request: Request, where: str) -> dict:
             options["run"] = f"{runs_dir}/{PurePosixPath(options['run']).name}"
         else:
             options["checkpoint"] = in_runs_volume(options["checkpoint"])
+    elif options["run"]:  # a run's name or a path, as `tandem sample` takes it
+        from tandem.train.run import resolve_run
+
+        options["run"] = str(resolve_run(options["run"]))
     return options
 
 

@@ -32,3 +32,29 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+def train_in_background(kind: str, config, until_lines: int, timeout: float = 120):
+    """`python -m tandem train KIND` for `config` in a child process (one thread), returned once its
+    metrics.jsonl holds `until_lines` records: training is under way (and past a checkpoint, if asked)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tandem.train.config import config_to_argv
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "train", kind, *config_to_argv(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    metrics = Path(config.runs_dir) / config.run_name / "metrics.jsonl"
+    deadline = time.monotonic() + timeout
+    while not (metrics.exists() and metrics.read_text().count("\n") >= until_lines):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    return proc

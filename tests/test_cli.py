@@ -120,3 +120,13 @@ def test_small_commands_import_no_torch(argv, tmp_path):
         [sys.executable, "-c", IMPORTS_PROBE, *argv], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.stdout.splitlines()[-1] == "HEAVY []", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("damage", "message"), [("binary", "is not a text file"), ("missing", "not found")])
+def test_parity_with_a_damaged_dockerfile(tmp_path, capsys, damage, message):
+    root = copy_project(tmp_path)
+    dockerfile = root / "docker" / "Dockerfile"
+    dockerfile.write_bytes(bytes(range(256))) if damage == "binary" else dockerfile.unlink()
+    assert main(["parity", "--project", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"{dockerfile} {message}: run `tandem render`" in err and err.count("\n") == 1

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -254,6 +255,39 @@ def test_ema_state_dict_round_trip():
     assert restored.decay == 0.9 and restored.num_updates == 1
     for a, b in zip(restored.module.state_dict().values(), ema.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_ema_over_cached_lists_is_bitwise_the_per_step_rebuild():
+    """The cached-list update gives exactly what rebuilding the sorted lists every step gave."""
+
+    def rebuilt_update(ema_module, src, decay):  # the update as it was written before the cache
+        with torch.no_grad():
+            ema_params = [p for _, p in sorted(ema_module.named_parameters())]
+            src_params = [p.detach() for _, p in sorted(src.named_parameters())]
+            torch._foreach_lerp_(ema_params, src_params, 1.0 - decay)
+            for ema_b, b in zip(ema_module.buffers(), src.buffers(), strict=True):
+                ema_b.copy_(b)
+
+    model = toy_model()
+    ema = EMA(model, decay=0.999)
+    reference = copy.deepcopy(ema.module)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        optimizer.zero_grad()
+        model.train()(torch.randn(8, 3, generator=generator)).square().mean().backward()
+        optimizer.step()
+        ema.update(model)
+        rebuilt_update(reference, model, 0.999)
+    for (name, a), b in zip(ema.module.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(ema.module[0].weight, toy_model()[0].weight)  # it did move
+
+
+def test_ema_rejects_another_model():
+    ema = EMA(toy_model())
+    with pytest.raises(ValueError, match="not the one"):
+        ema.update(nn.Linear(3, 4))
 
 
 def test_ema_rejects_bad_decay():

@@ -143,16 +143,27 @@ class EMA:
         self.decay = decay
         self.num_updates = 0
         self.module = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
+        self._src: nn.Module | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        src = unwrap(model)
-        ema_params = [p for _, p in sorted(self.module.named_parameters())]
-        src_params = [p.detach() for _, p in sorted(src.named_parameters())]
+        ema_params, src_params, ema_buffers, src_buffers = self._pairs(unwrap(model))
         torch._foreach_lerp_(ema_params, src_params, 1.0 - self.decay)
-        for ema_b, b in zip(self.module.buffers(), src.buffers(), strict=True):
-            ema_b.copy_(b)
+        if ema_buffers:
+            torch._foreach_copy_(ema_buffers, src_buffers)
         self.num_updates += 1
+
+    def _pairs(self, src: nn.Module) -> tuple[list, list, list, list]:
+        """The averaged tensors and their sources, paired by name: built once per source model, since
+        optimizers and load_state_dict change parameters in place."""
+        if self._src is not src:
+            ema_params = [p for _, p in sorted(self.module.named_parameters())]
+            src_params = [p.detach() for _, p in sorted(src.named_parameters())]
+            ema_buffers, src_buffers = list(self.module.buffers()), list(src.buffers())
+            if len(ema_params) != len(src_params) or len(ema_buffers) != len(src_buffers):
+                raise ValueError("EMA.update: the model is not the one this EMA was made from")
+            self._src, self._cached = src, (ema_params, src_params, ema_buffers, src_buffers)
+        return self._cached
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "num_updates": self.num_updates, "module": self.module.state_dict()}

@@ -8,7 +8,7 @@ import json
 import modal
 
 from modal_app import check
-from modal_app.login import no_credentials_message
+from tandem.env.modal_login import no_credentials_message
 
 
 def test_without_credentials_it_fails_with_one_line(no_credentials, capsys):

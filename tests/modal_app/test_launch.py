@@ -214,3 +214,12 @@ def test_with_credentials_the_entrypoint_goes_to_modal(with_credentials):
         "modal",
         "Modal credentials found: MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set",
     )
+
+
+def test_sample_by_run_name_here_as_on_modal(dit_run, dirs, monkeypatch):
+    """The README's form, `sample --run <name>`, finds the run in the runs directory here too."""
+    monkeypatch.chdir(dirs["outputs"].parent)
+    words = ["sample", "--run", dit_run.name, "--samples-per-class", "1", "--sample-steps", "2", "--local"]
+    assert launch(words, app_running=False) == 0
+    grid = "samples/sample_step_0000006_euler_2steps_cfg1.5_seed0.png"
+    assert (dit_run / grid).is_file() and (dirs["outputs"] / dit_run.name / grid).is_file()

@@ -4,6 +4,8 @@ POINT is where the process SIGKILLs itself during the N-th checkpoint write:
   half-written   after half of the checkpoint bytes reached the temporary file
   before-rename  after the temporary file is complete and fsynced, before it replaces the target
   after-rename   after the rename, before the directory is fsynced
+  stalled        never: the write hangs before its first byte (training goes on until the next save
+                 waits for it), so that the test may kill the process while the write is in flight
   none           no fault (a plain run)
 """
 
@@ -11,6 +13,7 @@ import io
 import os
 import signal
 import sys
+import time
 
 from tandem import files
 from tandem.train import checkpoint
@@ -44,6 +47,8 @@ def atomic_write(path, write):
             die()
 
         return real_atomic_write(path, half)
+    if point == "stalled":
+        return real_atomic_write(path, lambda f: time.sleep(3600))
     if point == "before-rename":
         files.os.replace = lambda *a: die()
     if point == "after-rename":

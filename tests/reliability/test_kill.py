@@ -77,6 +77,31 @@ def test_sigkill_during_the_first_write_leaves_a_run_that_the_messages_start_ove
     assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
 
 
+def test_sigkill_while_a_background_write_is_in_flight(tmp_path, reference):
+    argv = ["train", "dit", *FLAGS, "--runs-dir", str(tmp_path), "--run-name", "run"]
+    proc = subprocess.Popen(
+        [sys.executable, str(INJECT), "stalled", "2", "--", *argv],
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    deadline = time.monotonic() + 120
+    # Training goes on past step 6 while step 6's checkpoint is being written: the write is off the loop.
+    while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count('"loss"') >= 8):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    ckpts = checkpoint.CheckpointDir(run / "checkpoints")
+    assert [step for step, _ in ckpts.existing()] == [3]
+    assert list((run / "checkpoints").glob(".step_0000006.pt.*.tmp"))  # the write in flight
+    proc.kill()
+    proc.wait()
+
+    resumed = tandem(tmp_path, "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and "step_0000003.pt" in resumed.stdout
+    assert_same(final_params(run), reference)
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
 def test_sigkill_between_checkpoints(tmp_path, reference):
     argv = ["train", "dit", *FLAGS, "--runs-dir", str(tmp_path), "--run-name", "run"]
     proc = subprocess.Popen(

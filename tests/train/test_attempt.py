@@ -7,16 +7,15 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from support import train_in_background
 from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
 from tandem.train.attempt import RESUME, START, START_OVER, plan_attempt
-from tandem.train.config import config_to_argv
 
 
 def record(run: Path) -> dict:
@@ -147,19 +146,7 @@ def test_the_printed_resume_command_continues_the_run(dit_config, runs_dir):
     """The repro: SIGTERM a 40-step run that checkpoints every 5, then paste the line it printed."""
     config = dit_config(run_name="a", steps=40, checkpoint_every=5, keep_checkpoints=3, log_every=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tandem", "train", "dit", *config_to_argv(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    metrics = runs_dir / "a" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.05)
+    proc = train_in_background("dit", config, until_lines=2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     (hint,) = [line for line in out.splitlines() if line.startswith("continue with: ")]

@@ -1,5 +1,7 @@
 import os
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import torch
 
 from tandem.errors import UsageError
 from tandem.train import checkpoint
-from tandem.train.checkpoint import CheckpointDir, CheckpointError
+from tandem.train.checkpoint import CheckpointDir, CheckpointError, CheckpointWriteError
 
 
 def state(step: int) -> dict:
@@ -135,3 +137,69 @@ def test_identity_mismatch_names_the_file_and_the_field(tmp_path):
         checkpoint.check_identity(
             tmp_path / "c.pt", {"num_classes": 10}, {"num_classes": 3}, {"num_classes": "--dataset"}
         )
+
+
+def test_a_background_save_writes_what_the_state_was_when_saved(tmp_path, states_equal, monkeypatch):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    gate = threading.Event()
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (gate.wait(10), real_save(obj, f)))
+    live = state(1)
+    path = ckpts.save(live, 1, background=True)
+    assert path == ckpts.path(1) and not path.exists()  # returned before the write
+    live["model"]["w"].add_(100)  # training goes on, in place
+    live["note"][1] = "changed"
+    gate.set()
+    ckpts.wait()
+    states_equal(checkpoint.load(path), state(1))
+
+
+def test_background_saves_one_at_a_time_and_keep_the_last_k(tmp_path, monkeypatch):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    in_flight, most = [], []
+    real_save = torch.save
+
+    def tracked(obj, f):
+        in_flight.append(1)
+        most.append(len(in_flight))
+        time.sleep(0.05)
+        real_save(obj, f)
+        in_flight.pop()
+
+    monkeypatch.setattr(torch, "save", tracked)
+    for step in (5, 10, 15, 20):
+        ckpts.save(state(step), step, background=True)
+    ckpts.wait()
+    assert most == [1, 1, 1, 1]
+    assert [step for step, _ in ckpts.existing()] == [15, 20]
+
+
+def test_a_failed_background_write_is_raised_by_the_next_save(tmp_path, monkeypatch):
+    ckpts = CheckpointDir(tmp_path, keep=5)
+    ckpts.save(state(1), 1)
+    before = ckpts.path(1).read_bytes()
+    real_save = torch.save
+
+    def full_at_step_2(obj, f):
+        if ".step_0000002.pt." not in f.name:
+            return real_save(obj, f)
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_at_step_2)
+    ckpts.save(state(2), 2, background=True)  # returns: the failure is not known yet
+    with pytest.raises(CheckpointWriteError) as err:
+        ckpts.save(state(3), 3, background=True)
+    message = str(err.value)
+    assert "\n" not in message and "No space left on device" in message and "latest: step_0000001.pt" in message
+    assert ckpts.path(1).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["step_0000001.pt"]  # no torn file, no temporary
+    ckpts.wait()  # reported once
+
+
+def test_wait_raises_a_failed_final_write(tmp_path, monkeypatch):
+    ckpts = CheckpointDir(tmp_path / "missing" / "deeper", keep=5)
+    monkeypatch.setattr(torch, "save", lambda obj, f: (_ for _ in ()).throw(OSError(30, "Read-only file system")))
+    ckpts.save(state(1), 1, background=True)
+    with pytest.raises(CheckpointWriteError, match="Read-only file system.*latest: none"):
+        ckpts.wait()

@@ -76,7 +76,7 @@ BAD_INPUT = [
     ),
     (["sample", "--run", "{old_run}", "--sample-steps", "0"], "--sample-steps"),
     (["sample", "--run", "{old_run}", "--cfg-scale", "-1"], "--cfg-scale"),
-    (["sample", "--run", "{old_run}", "--out", "{a_file}"], "already exists"),
+    (["sample", "--run", "{old_run}", "--out", "{a_png}"], "already exists"),
 ]
 
 
@@ -85,6 +85,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     argv, expected, fast_flags, runs_dir, tmp_path, request, capsys
 ):
     (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "grid.png").write_bytes(b"an earlier grid")
     (tmp_path / "bad_key.toml").write_text("steps = 3\nnope = 1\n")
     (tmp_path / "wrong_type.toml").write_text('steps = "3"\n')
     values = {
@@ -92,6 +93,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         "empty": tmp_path / "empty",
         "a_file": tmp_path / "file",
         "a_file_name": "file",
+        "a_png": tmp_path / "grid.png",
         "tmp": tmp_path,
         "bad_key_toml": tmp_path / "bad_key.toml",
         "wrong_type_toml": tmp_path / "wrong_type.toml",
@@ -235,3 +237,16 @@ def test_version(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("tandem 0.")
+
+
+def test_sample_takes_a_run_name_or_a_path(existing_run, monkeypatch, tmp_path, capsys):
+    run = Path(existing_run.run_dir)
+    monkeypatch.setenv("TANDEM_RUNS_DIR", str(run.parent))
+    monkeypatch.chdir(tmp_path)  # the name is not a path from here
+    base = ["sample", "--samples-per-class", "1", "--sample-steps", "1", "--device", "cpu"]
+    assert main([*base, "--run", run.name]) == 0
+    assert main([*base, "--run", str(run), "--seed", "1"]) == 0
+    names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
+    assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0.png", "1.png"]
+    assert main([*base, "--run", "no-such-run"]) == 2
+    assert f"no usable checkpoint in {run.parent / 'no-such-run'}/checkpoints" in capsys.readouterr().err

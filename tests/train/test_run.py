@@ -5,10 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from support import train_in_background
 from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.train.config import config_to_argv
@@ -74,19 +74,7 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
 
 def test_two_processes_on_one_run(dit_config, runs_dir, capsys):
     config = dit_config(run_name="busy", steps=100_000, checkpoint_every=3)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "tandem", "train", "dit", *config_to_argv(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=ENV,
-    )
-    metrics = runs_dir / "busy" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count("\n") >= 4):  # past its first checkpoint
-        assert first.poll() is None, first.communicate()[0]
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.05)
+    first = train_in_background("dit", config, until_lines=4)
     before = (runs_dir / "busy" / "config.json").read_bytes()
 
     capsys.readouterr()
@@ -98,7 +86,7 @@ def test_two_processes_on_one_run(dit_config, runs_dir, capsys):
     first.send_signal(signal.SIGTERM)  # the first is unharmed: it checkpoints and stops as asked
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 0 and "stopped at step" in out, out
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    records = [json.loads(line) for line in (runs_dir / "busy" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == sorted(set(steps)) and [r["status"] for r in records if r.get("final")] == ["stopped"]
 

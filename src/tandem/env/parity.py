@@ -95,7 +95,14 @@ def modal_dockerfile(layers: list[ModalLayer]) -> ModalDockerfile:
 
 
 def docker_facts(project: Project, text: str | None = None) -> ImageFacts:
-    text = project.dockerfile_path.read_text() if text is None else text
+    if text is None:
+        path = project.dockerfile_path
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise UsageError(f"{path} not found: run `tandem render` to generate it") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path} is not a text file: run `tandem render` to generate it again") from None
     return describe(text, lambda name: project.root / name, project.root / SOURCE_DIR)
 
 

@@ -3,6 +3,10 @@
 A file is written atomically (tandem.files: a temporary in the same directory, fsynced, renamed over the
 final name): a crash leaves either the old file or the new one, never half of one. torch.load notices a truncated file but not flipped bytes inside a tensor, so
 each checkpoint also holds a SHA-256 of its contents, checked on load.
+
+Training need not wait for the disk: CheckpointDir.save(..., background=True) copies the state to host
+memory (pinned on CUDA) and returns; a writer thread hashes, writes and renames it. At most one write is
+in flight (the next save waits for it), and a failed write is raised by the next save or wait().
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import hashlib
 import json
 import random
 import re
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,9 +102,39 @@ def load_or_fail(path: str | Path, flag: str) -> dict:
 # a run's checkpoints/ directory
 
 
+def snapshot(obj):
+    """A copy of `obj` in host memory that later steps cannot change: tensors copied (into pinned memory
+    from CUDA, one synchronisation for all), containers rebuilt."""
+    cuda: set[torch.device] = set()
+    copied = _copy(obj, cuda)
+    for device in cuda:
+        torch.cuda.synchronize(device)  # the non-blocking device-to-host copies have landed
+    return copied
+
+
+def _copy(obj, cuda: set):
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type == "cpu":
+            return t.clone()
+        if t.device.type != "cuda":
+            return t.to("cpu", copy=True)
+        cuda.add(t.device)
+        return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+    if isinstance(obj, dict):
+        return {key: _copy(value, cuda) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_copy(value, cuda) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_copy(value, cuda) for value in obj)
+    return obj  # numbers, strings, None: immutable
+
+
 class CheckpointDir:
     def __init__(self, directory: str | Path, keep: int = 3):
         self.directory, self.keep = Path(directory), keep
+        self._writer: threading.Thread | None = None
+        self._failure: Exception | None = None
 
     def path(self, step: int) -> Path:
         return self.directory / f"step_{step:07d}.pt"
@@ -110,7 +146,42 @@ class CheckpointDir:
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := NAME.match(p.name))]
         return sorted(found)
 
-    def save(self, state: dict, step: int) -> Path:
+    def save(self, state: dict, step: int, background: bool = False) -> Path:
+        """Write `state` as this step's checkpoint and drop the oldest beyond `keep`. In the background: a
+        snapshot is taken now and written by a thread (after the previous write, whose failure is raised
+        here), and the path is returned before the file exists."""
+        self.wait()
+        if not background:
+            return self._write(state, step)
+        copied = snapshot(state)
+        # not a daemon: the interpreter lets a write in flight finish before the process exits
+        self._writer = threading.Thread(target=self._write_in_background, args=(copied, step), name="checkpoint")
+        self._writer.start()
+        return self.path(step)
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; raise CheckpointWriteError if it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def close(self) -> None:
+        """wait(), for a process already on its way out: a failed write is reported, not raised."""
+        try:
+            self.wait()
+        except Exception as exc:
+            print(exc, file=sys.stderr)
+
+    def _write_in_background(self, state: dict, step: int) -> None:
+        try:
+            self._write(state, step)
+        except Exception as exc:  # raised in the training thread by the next save or wait()
+            self._failure = exc
+
+    def _write(self, state: dict, step: int) -> Path:
         path = self.path(step)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import channel_stats, normalize, predict
 from tandem.train.loop import train_loop
+from tandem.train.optimizers import sgd
 from tandem.train.run import RunResult
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
@@ -86,7 +87,7 @@ class ClassifierStep(TrainStep):
         channels_last = data.train_images.device.type == "cuda"  # faster convolutions on tensor cores
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(
+        optimizer = sgd(
             model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
         )
         scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)

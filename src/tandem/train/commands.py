@@ -110,6 +110,7 @@ def sample_command(args: argparse.Namespace) -> int:
     from tandem.models import DiTConfig, build_dit
     from tandem.train import checkpoint, memory, samples
     from tandem.train.device import choose_device
+    from tandem.train.run import resolve_run
 
     if args.samples_per_class < 1:
         raise UsageError(f"--samples-per-class must be positive, got {args.samples_per_class}")
@@ -129,9 +130,10 @@ def sample_command(args: argparse.Namespace) -> int:
         path = Path(args.checkpoint)
         state = checkpoint.load_or_fail(path, "--checkpoint")
     else:
-        found = checkpoint.CheckpointDir(Path(args.run) / "checkpoints").latest_valid()
+        run = resolve_run(args.run)
+        found = checkpoint.CheckpointDir(run / "checkpoints").latest_valid()
         if found is None:
-            raise UsageError(f"--run {args.run}: no usable checkpoint in {args.run}/checkpoints; pass a DiT run")
+            raise UsageError(f"--run {args.run}: no usable checkpoint in {run}/checkpoints; pass a DiT run")
         path, state = found
     if state.get("kind") != "dit":
         raise UsageError(f"{path} is a {state.get('kind')} checkpoint; tandem sample needs a DiT checkpoint")

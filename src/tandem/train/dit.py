@@ -18,6 +18,7 @@ from tandem.train.config import DiTTrainConfig, check_patch_size
 from tandem.train.device import autocast
 from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
 from tandem.train.loop import train_loop
+from tandem.train.optimizers import adamw
 from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler
@@ -81,7 +82,7 @@ class DiTStep(TrainStep):
     ) -> DiTStep:
         """The EMA, optimizer and schedule of `c`, then ready(resume, prepare)."""
         ema = EMA(model, c.ema_decay)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=c.steps)
         augment = Augment(flip=data.flip)
         step = cls(c, data, plan, model, model, ema, optimizer, scheduler, augment, generators)

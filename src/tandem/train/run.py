@@ -222,6 +222,17 @@ def resume_command(kind: str, run_dir: Path, world_size: int) -> str:
     return shlex.join(words)
 
 
+def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """--run as a path (it exists, or names folders), else as a run's name under the runs directory: the
+    same words work on every target, a path everywhere."""
+    path = Path(run)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    from tandem.train.config import default_runs_dir
+
+    return Path(runs_dir or default_runs_dir()) / path
+
+
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 

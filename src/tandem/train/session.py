@@ -293,7 +293,7 @@ class Session:
                 "rng": rng,
                 **training_state,
             }
-            self.last_checkpoint = self.run.checkpoints.save(state, step)
+            self.last_checkpoint = self.run.checkpoints.save(state, step, background=True)
             self._untimed += time.perf_counter() - start
         return self.last_checkpoint
 
@@ -308,6 +308,7 @@ class Session:
             if len(set(digests)) > 1:
                 self.print(f"warning: the ranks ended with different weights: {digests}")
         if self.is_main:
+            self.run.checkpoints.wait()  # the last checkpoint is on disk (or its failure raised) before the end
             self.log({"step": step, "final": True, "status": status, **metrics})
             artifacts = {"loss_curve": self.run.plot_loss_curve(), **artifacts}
             if self.last_checkpoint:
@@ -328,6 +329,7 @@ class Session:
         )
 
     def close(self) -> None:
+        getattr(self, "run", None) and self.run.checkpoints.close()  # a write in flight lands before the lock goes
         self.loggers.close()  # it writes in the run directory: before the lock goes
         if self.lock is not None:
             self.lock.release()

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Self
 
-import torch
 import torch.nn as nn
+
+from tandem.train.optimizers import clip_grad_norm
 
 
 def optimizer_step(loss, model, optimizer, scheduler, grad_clip: float):
@@ -16,7 +17,7 @@ def optimizer_step(loss, model, optimizer, scheduler, grad_clip: float):
     Returns the gradient norm before clipping (0 disables clipping but still measures it)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    grad_norm = clip_grad_norm(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
     return grad_norm
