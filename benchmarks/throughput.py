@@ -4,14 +4,12 @@
     python benchmarks/throughput.py --trainers dit --dit-sizes B --shapes cifar --compile --batch-size 256
 
 What is timed is one optimizer step of the real trainers, on synthetic data (`load_dataset("synthetic")`,
-held on the device as the trainers hold theirs): the batch gathered and augmented on the device, the
-forward pass under the trainers' autocast (bf16 on CUDA), the loss, backward, gradient-norm clipping,
-the optimizer and learning-rate scheduler steps, and for the DiT the EMA update. The training loops do
-not expose a step function, so the step below is assembled from the same public pieces they use
-(`build_classifier`, `build_dit`, `flow_matching_loss`, `EMA`, `Augment`, `autocast`, `lr_scheduler`,
-`configure_determinism`) with the tuned defaults of `ClassifierTrainConfig` / `DiTTrainConfig`; keep it
-in step with `tandem/train/classifier.py` and `tandem/train/dit.py`. `--compile` wraps the model in
-`torch.compile` as `--compile` does in the trainers.
+held on the device as the trainers hold theirs): each trainer's own step, `ClassifierStep` /
+`DiTStep` from `tandem/train/classifier.py` / `tandem/train/dit.py`, the very object their training loop
+calls, built with the tuned defaults of `ClassifierTrainConfig` / `DiTTrainConfig`: the batch gathered
+and augmented on the device, the forward pass under the trainers' autocast (bf16 on CUDA), the loss,
+backward, gradient-norm clipping, the optimizer and learning-rate scheduler steps, and for the DiT the
+EMA update. `--compile` wraps the model in `torch.compile` as `--compile` does in the trainers.
 
 Warm-up steps (which include compilation) are excluded; the timed steps are bracketed by
 `torch.cuda.synchronize()` on CUDA. FLOPs per image are counted by `torch.utils.flop_counter.FlopCounterMode`
@@ -42,22 +40,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import tandem
-from tandem.data import Augment, load_dataset
-from tandem.flow import EMA, flow_matching_loss
-from tandem.models import DIT_SIZES, DiTConfig, build_classifier, build_dit
+from tandem.data import load_dataset
+from tandem.models import DIT_SIZES, build_dit
+from tandem.train import classifier, dit
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
-from tandem.train.device import autocast, choose_device, configure_determinism
-from tandem.train.evaluate import channel_stats, normalize
-from tandem.train.optimizers import adamw, sgd
-from tandem.train.schedule import lr_scheduler, optimizer_step
-from tandem.train.session import LossWindow
+from tandem.train.device import choose_device, configure_determinism
+from tandem.train.evaluate import channel_stats
+from tandem.train.loop import LossWindow
 
 LONG_RUN = 10**9  # the schedule's length: any value costs the same per step
 SHAPES = {"cifar": (3, 32, 32), "digits": (1, 8, 8)}
@@ -111,93 +106,50 @@ def counted_flops(loss_fn, images: int) -> float:
 
 
 def classifier_bench(shape, batch_size, device, compile) -> Bench:
-    """As tandem/train/classifier.py: SGD Nesterov, label smoothing, translate/flip, channels_last on CUDA."""
-    c = ClassifierTrainConfig()
+    """The classifier trainer's step: SGD Nesterov, label smoothing, translate/flip, channels_last on CUDA."""
+    c = dataclasses.replace(ClassifierTrainConfig(), batch_size=batch_size, compile=compile)
     data = synthetic(shape, batch_size, device)
-    model = build_classifier(
-        c.arch, num_classes=data.num_classes, in_channels=shape[0], image_size=shape[-1], width=c.width or None
-    ).to(device)
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     mean, std = channel_stats(data.train_images)
-    optimizer = sgd(
-        model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
-    )
-    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
+    model, _ = classifier.build_model(c, data, mean, std)
     plan = BatchPlan(len(data.train_images), batch_size, seed=0)
-    augment = Augment(pad=c.translate, flip=data.flip)
     generator = torch.Generator(device).manual_seed(0)
-    net = torch.compile(model) if compile else model
-    window, steps = LossWindow(), itertools.count()
-
-    def batch(n=batch_size):
-        idx = plan.indices(next(steps)).to(device)[:n]
-        x = normalize(augment(data.train_images[idx], generator), mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, data.train_labels[idx]
-
-    def step():
-        x, y = batch()
-        with autocast(device, c.amp):
-            loss = F.cross_entropy(net(x), y, label_smoothing=c.label_smoothing)
-        grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
-        window.add(0, loss, grad_norm)
-
-    def count_flops(n=2):
-        x, y = batch(n)
-        flops = counted_flops(lambda: F.cross_entropy(model(x), y, label_smoothing=c.label_smoothing), n)
-        optimizer.zero_grad(set_to_none=True)
-        return flops
-
-    return Bench(step, count_flops, window, sum(p.numel() for p in model.parameters()))
+    train_step = classifier.ClassifierStep.create(
+        c, data, model, plan, generator, mean, std, LONG_RUN, prepare=compiled if compile else lambda m: m
+    )
+    return bench_of(train_step)
 
 
 def dit_bench(size, shape, patch_size, batch_size, device, compile) -> Bench:
-    """As tandem/train/dit.py: flow-matching loss, AdamW, an EMA update every step."""
-    c = DiTTrainConfig()
-    data = synthetic(shape, batch_size, device)
-    model_config = DiTConfig(
-        size=size,
-        image_size=shape[-1],
-        patch_size=patch_size,
-        in_channels=shape[0],
-        num_classes=data.num_classes,
-        class_dropout_prob=c.class_dropout,
+    """The DiT trainer's step: flow-matching loss, AdamW, an EMA update every step."""
+    c = dataclasses.replace(
+        DiTTrainConfig(), size=size, patch_size=patch_size, batch_size=batch_size, steps=LONG_RUN, compile=compile
     )
-    model = build_dit(model_config).to(device)
-    ema = EMA(model, c.ema_decay)
-    optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
+    data = synthetic(shape, batch_size, device)
+    model = build_dit(dit.model_config_of(c, data)).to(device)
     plan = BatchPlan(len(data.train_images), batch_size, seed=0)
-    augment = Augment(flip=data.flip)
     generators = {name: torch.Generator(device).manual_seed(i) for i, name in enumerate(("data", "noise"))}
-    net = torch.compile(model) if compile else model
+    train_step = dit.DiTStep.create(c, data, model, plan, generators, prepare=compiled if compile else lambda m: m)
+    return bench_of(train_step)
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    return torch.compile(model)
+
+
+def bench_of(train_step: classifier.ClassifierStep | dit.DiTStep) -> Bench:
     window, steps = LossWindow(), itertools.count()
 
-    def batch(n=batch_size):
-        idx = plan.indices(next(steps)).to(device)[:n]
-        return augment(data.train_images[idx], generators["data"]).float() / 127.5 - 1, data.train_labels[idx]
-
-    def loss_of(module, x, y):
-        return flow_matching_loss(module, x, y, generator=generators["noise"], schedule=c.timestep_schedule)
-
     def step():
-        x, y = batch()
-        with autocast(device, c.amp):
-            loss = loss_of(net, x, y)
-        grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
-        ema.update(model)
+        loss, grad_norm = train_step(next(steps))
         window.add(0, loss, grad_norm)
 
     def count_flops(n=2):
-        x, y = batch(n)
-        flops = counted_flops(lambda: loss_of(model, x, y), n)
-        optimizer.zero_grad(set_to_none=True)
+        x, y = train_step.batch(next(steps))
+        flops = counted_flops(lambda: train_step.loss(train_step.model, x[:n], y[:n]), n)
+        train_step.optimizer.zero_grad(set_to_none=True)
         return flops
 
-    return Bench(step, count_flops, window, sum(p.numel() for p in model.parameters()))
+    return Bench(step, count_flops, window, sum(p.numel() for p in train_step.model.parameters()))
 
 
 def sync(device):

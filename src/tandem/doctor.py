@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tandem.check.environment import nvidia_driver_version
 from tandem.env.settings import Project, load_project
@@ -106,7 +107,7 @@ def lock_fresh(ctx: Context) -> Finding:
     wanted = tomllib.loads(ctx.project.pyproject_path.read_text())["project"]["dependencies"]
     for text in wanted:
         req = Requirement(text)
-        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        name = canonicalize_name(req.name)
         if name not in pins or not req.specifier.contains(pins[name], prereleases=True):
             return Finding(
                 "lock", "fail", f"{text!r} in pyproject.toml is not what the lock pins ({pins.get(name, 'absent')})",

@@ -18,9 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tandem.errors import UsageError
-
-SCHEDULES = ("logit-normal", "uniform")
-SOLVERS = ("euler", "heun")
+from tandem.train.config import SOLVERS
+from tandem.train.config import TIMESTEP_SCHEDULES as SCHEDULES
 
 
 def unwrap(model: nn.Module) -> nn.Module:

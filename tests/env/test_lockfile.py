@@ -57,6 +57,21 @@ def test_markers_and_continuations_parse(tmp_path):
     )
 
 
+def test_names_are_normalised_and_extras_kept_out_of_the_name(tmp_path):
+    lock = tmp_path / "requirements-modal.txt"
+    lock.write_text(f"Typing_Extensions[dev]==4.12.2 \\\n    --hash={A}\n")
+    (pin,) = read_lock(lock)
+    assert (pin.name, pin.version, pin.marker) == ("typing-extensions", "4.12.2", "")
+
+
+@pytest.mark.parametrize("requirement", ["tqdm==4.*", "tqdm==4.66.0,<5", "tqdm @ https://example.com/tqdm.whl", "tqdm"])
+def test_anything_but_one_exact_version_is_refused(tmp_path, requirement):
+    lock = tmp_path / "requirements-modal.txt"
+    lock.write_text(f"{requirement} \\\n    --hash={A}\n")
+    with pytest.raises(UsageError, match=r"requirements-modal.txt:1: .* is not pinned with '=='"):
+        read_lock(lock)
+
+
 @pytest.mark.parametrize("digest", ["sha256:ZZZZ", "sha256:" + "a" * 63, "sha256:" + "A" * 64, "md5:" + "a" * 64, ""])
 def test_a_hash_that_is_not_64_hex_digits_is_refused(tmp_path, digest):
     lock = tmp_path / "requirements-modal.txt"

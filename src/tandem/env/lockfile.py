@@ -11,6 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from tandem.env.settings import LOCK
 from tandem.errors import UsageError
 from tandem.files import write_text_atomic
@@ -43,32 +46,23 @@ def read_lock(path: Path) -> list[Pin]:
     for start, text in _logical_lines(content):
         head, *hash_parts = re.split(r"\s+--hash=", text)
         requirement, _, marker = head.partition(";")
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)", requirement.strip())
-        if not match:
+        pin = _exact_pin(head)
+        if pin is None:
             raise UsageError(
                 f"{path}:{start}: {requirement.strip()!r} is not pinned with '=='; "
                 "edit the input in pyproject.toml and run `tandem lock`"
             )
+        name, version = pin
         if not hash_parts:
-            raise UsageError(
-                f"{path}:{start}: {match.group(1)} has no --hash lines; run `tandem lock` to regenerate with hashes"
-            )
+            raise UsageError(f"{path}:{start}: {name} has no --hash lines; run `tandem lock` to regenerate with hashes")
         hashes = tuple(h.strip() for h in hash_parts)
         for digest in hashes:
             if not HASH.fullmatch(digest):
                 raise UsageError(
-                    f"{path}:{start}: {match.group(1)} has the hash {digest[:80]!r}, not sha256:<64 hex digits>; "
+                    f"{path}:{start}: {name} has the hash {digest[:80]!r}, not sha256:<64 hex digits>; "
                     "run `tandem lock` to regenerate it"
                 )
-        pins.append(
-            Pin(
-                name=_normalise(match.group(1)),
-                version=match.group(3),
-                marker=marker.strip(),
-                hashes=hashes,
-                line=start,
-            )
-        )
+        pins.append(Pin(name=name, version=version, marker=marker.strip(), hashes=hashes, line=start))
     if not pins:
         raise UsageError(f"{path} pins nothing; run `tandem lock`")
     return pins
@@ -135,8 +129,19 @@ def _logical_lines(text: str):
         yield start, buffer.strip()
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def _exact_pin(line: str) -> tuple[str, str] | None:
+    """(normalised name, version) of a requirement pinned to one version with `==`, else None."""
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        return None
+    specifiers = list(requirement.specifier)
+    if requirement.url or len(specifiers) != 1:
+        return None
+    (specifier,) = specifiers
+    if specifier.operator != "==" or specifier.version.endswith(".*"):
+        return None
+    return canonicalize_name(requirement.name), specifier.version
 
 
 def _uv() -> str:

@@ -10,8 +10,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tandem.errors import UsageError
-
 ARCHS = ("airbench", "resnet18")
 
 
@@ -123,20 +121,21 @@ def build_classifier(
     arch: str, *, num_classes: int, in_channels: int, image_size: int, width: int | None = None
 ) -> nn.Module:
     """Build a classifier by name. `width` sets the airbench base width (blocks use w, 4w, 4w);
-    by default 32 for images up to 16x16 and 64 (airbench's CIFAR-10 width) above."""
+    by default 32 for images up to 16x16 and 64 (airbench's CIFAR-10 width) above. ValueError for a
+    configuration that cannot be built (the settings' checks name the flags)."""
     if arch not in ARCHS:
-        raise UsageError(f"unknown classifier arch {arch!r}; pass --arch one of {', '.join(ARCHS)}")
+        raise ValueError(f"unknown classifier architecture {arch!r}; pick one of {', '.join(ARCHS)}")
     if num_classes < 2 or in_channels < 1 or image_size < 2:
-        raise UsageError(
-            f"classifier needs num_classes >= 2, in_channels >= 1 and image_size >= 2 "
-            f"(got {num_classes}, {in_channels}, {image_size}); check the dataset settings"
+        raise ValueError(
+            f"a classifier needs num_classes >= 2, in_channels >= 1 and image_size >= 2 "
+            f"(got {num_classes}, {in_channels}, {image_size})"
         )
     if arch == "airbench":
         if width is not None and width < 1:
-            raise UsageError(f"--width must be a positive integer, got {width}")
+            raise ValueError(f"the airbench width must be a positive integer, got {width}")
         if width is None:
             width = 32 if image_size <= 16 else 64  # 32 is as accurate on 8x8 digits and 4x cheaper
         return AirbenchNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size, width=width)
     if width is not None:
-        raise UsageError("--width only applies to --arch airbench; drop it for resnet18")
+        raise ValueError("a width applies to airbench only, not to resnet18")
     return ResNet18(num_classes=num_classes, in_channels=in_channels)

@@ -17,8 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tandem.errors import UsageError
-
 
 class DiTSize(NamedTuple):
     depth: int
@@ -240,18 +238,16 @@ class DiT(nn.Module):
 
 
 def build_dit(cfg: DiTConfig) -> DiT:
+    """The DiT of `cfg`; ValueError for a configuration that cannot be built (the settings' checks name the flags)."""
     if cfg.size not in DIT_SIZES:
-        raise UsageError(f"unknown DiT size {cfg.size!r}; pick one of {', '.join(DIT_SIZES)}")
+        raise ValueError(f"unknown DiT size {cfg.size!r}; pick one of {', '.join(DIT_SIZES)}")
     if cfg.patch_size < 1 or cfg.image_size < 1 or cfg.image_size % cfg.patch_size:
-        raise UsageError(
-            f"--image-size {cfg.image_size} is not divisible by --patch-size {cfg.patch_size}; "
-            "pick a patch size that divides the image size"
-        )
+        raise ValueError(f"image size {cfg.image_size} is not divisible by the patch size {cfg.patch_size}")
     shape = cfg.shape
     if min(shape) < 1 or shape.hidden_size % 4 or shape.hidden_size % shape.num_heads:
-        raise UsageError(
+        raise ValueError(
             f"DiT shape {shape}: depth, width and heads must be positive, the width a multiple of 4 and of the heads"
         )
     if not 0.0 <= cfg.class_dropout_prob < 1.0:
-        raise UsageError(f"class dropout probability must be in [0, 1), got {cfg.class_dropout_prob}")
+        raise ValueError(f"class dropout probability must be in [0, 1), got {cfg.class_dropout_prob}")
     return DiT(cfg)

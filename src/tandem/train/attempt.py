@@ -16,6 +16,7 @@ it again under the run's lock) writes.
 from __future__ import annotations
 
 import math
+import shutil
 import typing
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields, replace
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, TrainConfig, flag_name, validate
-from tandem.train.run import RunDir
+from tandem.train.run import RunDir, RunLock
 
 START, RESUME, START_OVER = "start", "resume", "start over"
 
@@ -129,6 +130,43 @@ def plan_attempt(
     shown = "; ".join(f"{flag_name(k)} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())
     note = f"resuming {run.path} from {checkpoint.name}" + (f"; changed from step {step}: {shown}" if shown else "")
     return Attempt(RESUME, resolved, run.path, checkpoint, step, changes, note, state)
+
+
+def claim_attempt(
+    kind: str, config: TrainConfig, total_steps: int | None = None, report: Callable[[str], None] = print
+) -> tuple[Attempt, RunLock]:
+    """Lock the run directory (making it for a new run), then plan the attempt under the lock: what
+    run_training does on rank 0. A refused attempt releases the lock and removes a directory it made."""
+    path = locate_run(kind, config)
+    if not config.run_name and not config.resume:  # claim a fresh name: mkdir is atomic
+        while True:
+            try:
+                path.mkdir(parents=True)
+                break
+            except FileExistsError:
+                path = RunDir.new_path(config.runs_dir, kind, "")
+    existed = path.is_dir()
+    lock = RunLock(path)
+    lock.acquire()
+    try:  # again under the lock: another process may have written the run in between
+        attempt = plan_attempt(kind, replace(config, run_name=path.name), total_steps=total_steps, report=report)
+    except BaseException:
+        lock.release()
+        if not existed or not RunDir(path).started():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return attempt, lock
+
+
+def recorded_changes(attempt: Attempt | None, previous: dict) -> list[dict]:
+    """config.json's "changes": those recorded before (when the run is continued) and this attempt's."""
+    changes = list(previous.get("changes") or []) if attempt is not None and attempt.action == RESUME else []
+    if attempt is not None:
+        changes += [
+            {"step": attempt.step, "setting": name, "from": before, "to": after}
+            for name, (before, after) in attempt.changes.items()
+        ]
+    return changes
 
 
 def locate_run(kind: str, config: TrainConfig) -> Path:

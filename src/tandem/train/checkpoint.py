@@ -252,13 +252,14 @@ def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
 # model identity: a checkpoint only resumes into the model it was made from
 
 
-def fingerprint(identity: dict) -> str:
+def identity_digest(identity: dict) -> str:
+    """A short hash of a model's identity (its dataset and architecture settings)."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_identity(path: Path, saved: dict, wanted: dict, flags: dict[str, str]) -> None:
     """UsageError naming the file and the first field where the checkpoint's model differs from this one."""
-    if fingerprint(saved) == fingerprint(wanted):
+    if identity_digest(saved) == identity_digest(wanted):
         return
     for key in sorted(set(saved) | set(wanted)):
         if saved.get(key) != wanted.get(key):

@@ -4,23 +4,116 @@ label smoothing, warmup then decay, and test accuracy (with flip test-time augme
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from tandem.data import Augment
+from tandem.data import Augment, ImageData
+from tandem.errors import UsageError
 from tandem.models import build_classifier
 from tandem.train import distributed
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
 from tandem.train.evaluate import channel_stats, normalize, predict
+from tandem.train.loop import train_loop
 from tandem.train.optimizers import sgd
 from tandem.train.run import RunResult
-from tandem.train.schedule import lr_scheduler, optimizer_step
-from tandem.train.session import LossWindow, Session, StopSignal
+from tandem.train.schedule import lr_scheduler
+from tandem.train.session import Session
+from tandem.train.step import TrainStep, optimizer_step
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset"}
+
+
+def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[nn.Module, dict]:
+    """The classifier for this data (its stem whitened on the first 5000 images), and its settings."""
+    channels, image_size, _ = data.image_shape
+    if data.num_classes < 2 or image_size < 2:
+        raise UsageError(
+            f"--dataset {c.dataset}: {data.num_classes} class(es) of {image_size}x{image_size} images; a classifier "
+            "needs at least two classes and 2x2 pixels: check --folder and --image-size"
+        )
+    model_config = {
+        "arch": c.arch,
+        "num_classes": data.num_classes,
+        "in_channels": channels,
+        "image_size": image_size,
+        "width": c.width or None,
+    }
+    model = build_classifier(**model_config).to(data.train_images.device)
+    if c.whiten and hasattr(model, "init_whitening"):
+        model.init_whitening(normalize(data.train_images[:5000], mean, std))
+    return model, model_config
+
+
+@dataclasses.dataclass
+class ClassifierStep(TrainStep):
+    """One training step, batch -> loss -> update: what the loop repeats and benchmarks/throughput.py times."""
+
+    c: ClassifierTrainConfig
+    data: ImageData
+    plan: BatchPlan
+    model: nn.Module  # the module whose parameters are updated and saved
+    net: nn.Module  # the module called: the model, or the model under DDP / torch.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    augment: Augment
+    generator: torch.Generator  # augmentation
+    mean: list[float]
+    std: list[float]
+    channels_last: bool
+
+    @classmethod
+    def create(
+        cls,
+        c: ClassifierTrainConfig,
+        data: ImageData,
+        model: nn.Module,
+        plan: BatchPlan,
+        generator: torch.Generator,
+        mean: list[float],
+        std: list[float],
+        total_steps: int,
+        *,
+        resume: dict | None = None,
+        prepare: Callable[[nn.Module], nn.Module] = lambda model: model,
+    ) -> ClassifierStep:
+        """The optimizer and schedule of `c`, then ready(resume, prepare)."""
+        channels_last = data.train_images.device.type == "cuda"  # faster convolutions on tensor cores
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = sgd(
+            model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
+        )
+        scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)
+        augment = Augment(pad=c.translate, flip=data.flip)
+        step = cls(c, data, plan, model, model, optimizer, scheduler, augment, generator, mean, std, channels_last)
+        return step.ready(resume, prepare)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step `step`'s images, gathered, augmented and normalised on the device, and their labels."""
+        idx = self.plan.indices(step).to(self.data.train_images.device)
+        images = self.augment(self.data.train_images[idx], self.generator)
+        x = normalize(images, self.mean, self.std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.data.train_labels[idx]
+
+    def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(module(x), y, label_smoothing=self.c.label_smoothing)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optimizer step `step` (0-based); returns its loss and gradient norm, still on the device."""
+        x, y = self.batch(step)
+        with autocast(x.device, self.c.amp):
+            loss = self.loss(self.net, x, y)
+        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
+        return loss, grad_norm
 
 
 def train(c: ClassifierTrainConfig) -> RunResult:
@@ -33,45 +126,23 @@ def train(c: ClassifierTrainConfig) -> RunResult:
 
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     data, device = s.data, s.device
-    channels, image_size, _ = data.image_shape
-    model_config = {
-        "arch": c.arch,
-        "num_classes": data.num_classes,
-        "in_channels": channels,
-        "image_size": image_size,
-        "width": c.width or None,
-    }
-    model = build_classifier(**model_config).to(device)
     mean, std = channel_stats(data.train_images)
-    if c.whiten and hasattr(model, "init_whitening"):
-        model.init_whitening(normalize(data.train_images[:5000], mean, std))
+    model, model_config = build_model(c, data, mean, std)
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size)
     total_steps = c.epochs * plan.steps_per_epoch
     resume = s.open_run({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # last check
 
-    channels_last = device.type == "cuda"  # faster convolutions on tensor cores
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = sgd(
-        model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0, weight_decay=c.weight_decay
+    train_step = ClassifierStep.create(
+        c, data, model, plan, s.generators["data"], mean, std, total_steps, resume=resume, prepare=s.prepare
     )
-    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)
-    step = 0
+    model = train_step.model
     if resume:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
         s.restore(resume)
-        step = resume["step"]
-    net = s.prepare(model)
-    augment = Augment(pad=c.translate, flip=data.flip)
     tta = c.tta and data.flip
 
     def training_state() -> dict:
         return {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            **train_step.state_dict(),
             "model_config": model_config,
             "preprocess": {"mean": mean, "std": std},
             "class_names": data.class_names,
@@ -82,51 +153,31 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         share = torch.arange(len(data.test_images), device=device).chunk(s.layout.world_size)
         idx = share[s.layout.rank] if s.layout.rank < len(share) else share[0][:0]
         with autocast(device, c.amp):
-            logits = predict(model, data.test_images[idx], mean, std, tta_flip=tta, channels_last=channels_last)
+            logits = predict(
+                model, data.test_images[idx], mean, std, tta_flip=tta, channels_last=train_step.channels_last
+            )
         correct = (logits.argmax(dim=1) == data.test_labels[idx]).sum().item()
         correct, total = distributed.sum_all([correct, len(idx)], device)
         return correct / total
+
+    def end_of_epoch(step: int) -> dict:
+        epoch = step // plan.steps_per_epoch
+        metrics = {"epoch": epoch, "test_acc": test_accuracy()}
+        s.print(f"epoch {epoch:>3}/{c.epochs}  test accuracy {metrics['test_acc']:.4f}")
+        return metrics
 
     s.print(
         f"classifier: {c.arch}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{c.epochs} epochs x {plan.steps_per_epoch} steps of {c.batch_size} images"
     )
-    window, metrics = LossWindow(), {}
-    with StopSignal() as stop, s.progress(total_steps) as bar:
-        while step < total_steps:
-            # a batch, gathered and augmented on the device
-            idx = plan.indices(step).to(device)
-            images = augment(data.train_images[idx], s.generators["data"])
-            x = normalize(images, mean, std)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = data.train_labels[idx]
-
-            # one optimizer step
-            with autocast(device, c.amp):
-                loss = F.cross_entropy(net(x), y, label_smoothing=c.label_smoothing)
-            grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
-            step += 1
-            bar.update()
-
-            # bookkeeping: logs, test accuracy each epoch, checkpoints, stopping
-            window.add(step, loss, grad_norm)
-            stopping = s.should_stop(step, stop)
-            end_of_epoch = step % plan.steps_per_epoch == 0
-            checkpoint_due = stopping or step == total_steps or (c.checkpoint_every and step % c.checkpoint_every == 0)
-            if step % c.log_every == 0 or end_of_epoch or checkpoint_due:
-                # raises TrainingDiverged on a NaN/inf loss, before anything else is saved
-                s.log_window(step, window, bar, lr=scheduler.get_last_lr()[0])
-            if end_of_epoch:
-                epoch = step // plan.steps_per_epoch
-                with s.untimed():
-                    metrics = {"epoch": epoch, "test_acc": test_accuracy()}
-                s.log({"step": step, **metrics})
-                s.print(f"epoch {epoch:>3}/{c.epochs}  test accuracy {metrics['test_acc']:.4f}")
-            if checkpoint_due:
-                s.save_checkpoint(step, training_state())
-            if stopping:
-                break
-
+    step, metrics = train_loop(
+        s,
+        train_step,
+        total_steps,
+        training_state=training_state,
+        lr=lambda: train_step.scheduler.get_last_lr()[0],
+        evaluate_every=plan.steps_per_epoch,
+        evaluate=end_of_epoch,
+    )
     status = "completed" if step >= total_steps else "stopped"
     return s.finish(status, step, metrics, {}, model)

@@ -22,6 +22,7 @@ from tandem.errors import UsageError
 
 DEVICES = ("auto", "cuda", "mps", "cpu")  # or an indexed one such as cuda:1
 LR_SCHEDULES = ("cosine", "linear", "constant")
+# The sampler's and the loss's choices, named here so that the CLI parser needs no torch (tandem.flow uses them).
 SOLVERS = ("euler", "heun")
 TIMESTEP_SCHEDULES = ("logit-normal", "uniform")
 
@@ -40,6 +41,11 @@ def setting(default=dataclasses.MISSING, *, help: str, factory=dataclasses.MISSI
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def default(name: str, value):
+    """A setting of TrainConfig with this trainer's default: the help text (and choices) stay the shared one's."""
+    return field(default=value, metadata=TrainConfig.__dataclass_fields__[name].metadata)
 
 
 @dataclass
@@ -106,14 +112,14 @@ class ClassifierTrainConfig(TrainConfig):
     arch: str = setting("airbench", help="classifier architecture: airbench or resnet18")
     width: int = setting(0, help="airbench base width (blocks use w, 4w, 4w); 0: the architecture's default")
     epochs: int = setting(15, help="passes over the training set")
-    batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
-    lr: float = setting(0.05, help="peak learning rate")
+    batch_size: int = default("batch_size", 128)
+    lr: float = default("lr", 0.05)
     momentum: float = setting(0.9, help="SGD Nesterov momentum")
-    weight_decay: float = setting(5e-4, help="weight decay")
-    warmup_steps: int = setting(50, help="linear learning-rate warmup steps")
-    lr_schedule: str = setting("linear", help="learning-rate decay after warmup", choices=LR_SCHEDULES)
-    grad_clip: float = setting(0.0, help="clip the gradient norm to this value (0: no clipping)")
-    checkpoint_every: int = setting(200, help="write a checkpoint every this many steps (0: only at the end)")
+    weight_decay: float = default("weight_decay", 5e-4)
+    warmup_steps: int = default("warmup_steps", 50)
+    lr_schedule: str = default("lr_schedule", "linear")
+    grad_clip: float = default("grad_clip", 0.0)
+    checkpoint_every: int = default("checkpoint_every", 200)
     label_smoothing: float = setting(0.2, help="label smoothing of the cross-entropy loss")
     translate: int = setting(1, help="random-translate augmentation by up to this many pixels")
     whiten: bool = setting(True, help="airbench only: initialise the stem to whiten 2x2 patches of the data")
@@ -131,15 +137,15 @@ class DiTTrainConfig(TrainConfig):
     patch_size: int = setting(4, help="patch size in pixels; must divide the image size")
     class_dropout: float = setting(0.1, help="probability of dropping the label (trains classifier-free guidance)")
     steps: int = setting(600, help="optimizer steps")
-    batch_size: int = setting(64, help="global batch size (split evenly across distributed ranks)")
-    lr: float = setting(2e-3, help="peak learning rate")
-    warmup_steps: int = setting(20, help="linear learning-rate warmup steps")
+    batch_size: int = default("batch_size", 64)
+    lr: float = default("lr", 2e-3)
+    warmup_steps: int = default("warmup_steps", 20)
     weight_decay: float = setting(0.0, help="AdamW weight decay")
     ema_decay: float = setting(0.99, help="decay of the exponential moving average of the weights")
     timestep_schedule: str = setting(
         "logit-normal", help="distribution of training timesteps", choices=TIMESTEP_SCHEDULES
     )
-    checkpoint_every: int = setting(100, help="write a checkpoint every this many steps (0: only at the end)")
+    checkpoint_every: int = default("checkpoint_every", 100)
     sample_every: int = setting(100, help="save a sample grid every this many steps (0: only at the end)")
     samples_per_class: int = setting(8, help="columns of the sample grid (one row per class)")
     sample_steps: int = setting(16, help="ODE solver steps when sampling")
@@ -364,11 +370,8 @@ def validate(config: TrainConfig) -> None:
             f"--width {width} must be a multiple of 4 and of --heads {heads}; pick a width such as {4 * heads * 8}",
         )
         _require(c.patch_size > 0, f"--patch-size must be positive, got {c.patch_size}")
-        _require(
-            c.image_size == 0 or c.image_size % c.patch_size == 0,
-            f"--image-size {c.image_size} is not divisible by --patch-size {c.patch_size}; "
-            "pick a patch size that divides the image size",
-        )
+        if c.image_size:  # else the dataset's size, checked by the trainer once the data is loaded
+            check_patch_size(c.image_size, c.patch_size)
         _require(0 <= c.class_dropout < 1, f"--class-dropout must be in [0, 1), got {c.class_dropout}")
         _require(0 <= c.ema_decay <= 1, f"--ema-decay must be in [0, 1], got {c.ema_decay}")
         _require(c.sample_every >= 0, f"--sample-every must be >= 0, got {c.sample_every}")
@@ -386,3 +389,12 @@ def validate(config: TrainConfig) -> None:
             f"--classifier-checkpoint {c.classifier_checkpoint}: no such file; pass a classifier "
             "checkpoint (runs/<run>/checkpoints/step_*.pt)",
         )
+
+
+def check_patch_size(image_size: int, patch_size: int) -> None:
+    """The DiT cuts images into patch_size x patch_size patches."""
+    _require(
+        image_size % patch_size == 0,
+        f"--image-size {image_size} is not divisible by --patch-size {patch_size}; "
+        "pick a patch size that divides the image size",
+    )

@@ -4,22 +4,26 @@ every step, and sample grids from the EMA model (Euler/Heun, classifier-free gui
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
+import torch.nn as nn
 
-from tandem.data import Augment
+from tandem.data import Augment, ImageData
 from tandem.flow import EMA, flow_matching_loss
 from tandem.models import DiTConfig, build_dit
 from tandem.train import memory
 from tandem.train.batches import BatchPlan
-from tandem.train.config import DiTTrainConfig
+from tandem.train.config import DiTTrainConfig, check_patch_size
 from tandem.train.device import autocast
-from tandem.train.evaluate import Judge, score_samples, to_uint8
+from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
+from tandem.train.loop import train_loop
 from tandem.train.optimizers import adamw
 from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
-from tandem.train.schedule import lr_scheduler, optimizer_step
-from tandem.train.session import LossWindow, Session, StopSignal
+from tandem.train.schedule import lr_scheduler
+from tandem.train.session import Session
+from tandem.train.step import TrainStep, optimizer_step
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {
@@ -29,6 +33,78 @@ IDENTITY_FLAGS = {
     "hidden_size": "--width",
     "num_heads": "--heads",
 }
+
+
+def model_config_of(c: DiTTrainConfig, data: ImageData) -> DiTConfig:
+    """The DiT of these settings for this data."""
+    channels, _, image_size = data.image_shape
+    return DiTConfig(
+        size=c.size,
+        image_size=image_size,
+        patch_size=c.patch_size,
+        in_channels=channels,
+        num_classes=data.num_classes,
+        class_dropout_prob=c.class_dropout,
+        depth=c.depth or None,
+        hidden_size=c.width or None,
+        num_heads=c.heads or None,
+    )
+
+
+@dataclasses.dataclass
+class DiTStep(TrainStep):
+    """One training step, batch -> loss -> update -> EMA: what the loop repeats and benchmarks/throughput.py
+    times."""
+
+    c: DiTTrainConfig
+    data: ImageData
+    plan: BatchPlan
+    model: nn.Module  # the module whose parameters are updated and saved
+    net: nn.Module  # the module called: the model, or the model under DDP / torch.compile
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    augment: Augment
+    generators: dict[str, torch.Generator]  # "data" (augmentation) and "noise" (timesteps, noise, label drop)
+    PARTS = ("model", "ema", "optimizer", "scheduler")  # what a checkpoint holds of the step
+
+    @classmethod
+    def create(
+        cls,
+        c: DiTTrainConfig,
+        data: ImageData,
+        model: nn.Module,
+        plan: BatchPlan,
+        generators: dict[str, torch.Generator],
+        *,
+        resume: dict | None = None,
+        prepare: Callable[[nn.Module], nn.Module] = lambda model: model,
+    ) -> DiTStep:
+        """The EMA, optimizer and schedule of `c`, then ready(resume, prepare)."""
+        ema = EMA(model, c.ema_decay)
+        optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=c.steps)
+        augment = Augment(flip=data.flip)
+        step = cls(c, data, plan, model, model, ema, optimizer, scheduler, augment, generators)
+        return step.ready(resume, prepare)
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step `step`'s images on the device, as floats in [-1, 1], and their labels."""
+        idx = self.plan.indices(step).to(self.data.train_images.device)
+        x = self.augment(self.data.train_images[idx], self.generators["data"]).float() / 127.5 - 1
+        return x, self.data.train_labels[idx]
+
+    def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return flow_matching_loss(module, x, y, generator=self.generators["noise"], schedule=self.c.timestep_schedule)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optimizer step `step` (0-based), then the EMA; returns its loss and gradient norm, on the device."""
+        x, y = self.batch(step)
+        with autocast(x.device, self.c.amp):
+            loss = self.loss(self.net, x, y)
+        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
+        self.ema.update(self.model)
+        return loss, grad_norm
 
 
 def train(c: DiTTrainConfig) -> RunResult:
@@ -42,46 +118,25 @@ def train(c: DiTTrainConfig) -> RunResult:
 def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     data, device = s.data, s.device
     image_shape = data.image_shape
-    model_config = DiTConfig(
-        size=c.size,
-        image_size=image_shape[-1],
-        patch_size=c.patch_size,
-        in_channels=image_shape[0],
-        num_classes=data.num_classes,
-        class_dropout_prob=c.class_dropout,
-        depth=c.depth or None,
-        hidden_size=c.width or None,
-        num_heads=c.heads or None,
-    )
+    check_patch_size(image_shape[-1], c.patch_size)  # the dataset's own size, when no --image-size
+    model_config = model_config_of(c, data)
     check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
     model = build_dit(model_config).to(device)
-    judge = None
+    classifier = None
     if c.classifier_checkpoint:
-        judge = Judge.load(c.classifier_checkpoint, device)
-        judge.check_matches(c.dataset, data.num_classes, image_shape)
+        classifier = SampleClassifier.load(c.classifier_checkpoint, device)
+        classifier.check_matches(c.dataset, data.num_classes, image_shape)
     resume = s.open_run({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
 
-    ema = EMA(model, c.ema_decay)
-    optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=c.steps)
-    step = 0
-    if resume:
-        model.load_state_dict(resume["model"])
-        ema.load_state_dict(resume["ema"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        s.restore(resume)
-        step = resume["step"]
-    net = s.prepare(model)
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size)
-    augment = Augment(flip=data.flip)
+    train_step = DiTStep.create(c, data, model, plan, s.generators, resume=resume, prepare=s.prepare)
+    ema = train_step.ema
+    if resume:
+        s.restore(resume)
 
     def training_state() -> dict:
         return {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            **train_step.state_dict(),
             "model_config": dataclasses.asdict(model_config),
             "class_names": data.class_names,
         }
@@ -107,44 +162,22 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
-    window = LossWindow()
-    with StopSignal() as stop, s.progress(c.steps) as bar:
-        while step < c.steps:
-            # a batch on the device, as floats in [-1, 1]
-            idx = plan.indices(step).to(device)
-            x = augment(data.train_images[idx], s.generators["data"]).float() / 127.5 - 1
-            y = data.train_labels[idx]
-
-            # one optimizer step, then the EMA
-            with autocast(device, c.amp):
-                loss = flow_matching_loss(net, x, y, generator=s.generators["noise"], schedule=c.timestep_schedule)
-            grad_norm = optimizer_step(loss, model, optimizer, scheduler, c.grad_clip)
-            ema.update(model)
-            step += 1
-            bar.update()
-
-            # bookkeeping: logs, checkpoints, sample grids, stopping
-            window.add(step, loss, grad_norm)
-            stopping = s.should_stop(step, stop)
-            checkpoint_due = stopping or step == c.steps or (c.checkpoint_every and step % c.checkpoint_every == 0)
-            if step % c.log_every == 0 or checkpoint_due:
-                # raises TrainingDiverged on a NaN/inf loss, before anything else is saved
-                s.log_window(step, window, bar, lr=scheduler.get_last_lr()[0])
-            if checkpoint_due:
-                s.save_checkpoint(step, training_state())
-            if c.sample_every and step % c.sample_every == 0 and step < c.steps:
-                with s.untimed():
-                    save_samples(step)
-            if stopping:
-                break
-
+    step, _ = train_loop(
+        s,
+        train_step,
+        c.steps,
+        training_state=training_state,
+        lr=lambda: train_step.scheduler.get_last_lr()[0],
+        sample_every=c.sample_every,
+        sample=save_samples,
+    )
     if step < c.steps:
         return s.finish("stopped", step, {}, {}, model)
     artifacts, metrics = {}, {}
     if s.is_main:
         artifacts["samples"] = save_samples(step)
-        if judge is not None:
-            metrics = evaluate(s, c, ema.module, judge)
+        if classifier is not None:
+            metrics = evaluate(s, c, ema.module, classifier)
     return s.finish("completed", step, metrics, artifacts, model)
 
 
@@ -162,7 +195,7 @@ def check_sample_memory(c: DiTTrainConfig, num_classes: int, image_shape, test_s
         )
 
 
-def evaluate(s: Session, c: DiTTrainConfig, model: torch.nn.Module, judge: Judge) -> dict:
+def evaluate(s: Session, c: DiTTrainConfig, model: torch.nn.Module, classifier: SampleClassifier) -> dict:
     """Sample accuracy and Frechet distance (with its floor) of the EMA model's samples."""
     data = s.data
     n = c.eval_samples or len(data.test_images)
@@ -170,7 +203,7 @@ def evaluate(s: Session, c: DiTTrainConfig, model: torch.nn.Module, judge: Judge
     images = class_samples(
         model, labels, data.image_shape, steps=c.sample_steps, solver=c.solver, cfg_scale=c.cfg_scale, seed=c.seed + 1
     )
-    scores = score_samples(judge, to_uint8(images), labels, data.train_images, data.test_images, seed=c.seed)
+    scores = score_samples(classifier, to_uint8(images), labels, data.train_images, data.test_images, seed=c.seed)
     s.print(
         f"evaluation: {scores['sample_acc']:.2%} of {n} samples classified as intended; Frechet distance "
         f"{scores['fd']:.3f} (floor {scores['fd_floor']:.3f}, ratio {scores['fd_ratio']:.2f})"

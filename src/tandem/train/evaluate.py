@@ -88,7 +88,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @dataclass
-class Judge:
+class SampleClassifier:
     """A trained classifier loaded from its checkpoint, used to score generated images."""
 
     model: nn.Module
@@ -100,7 +100,7 @@ class Judge:
     path: Path
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device, flag: str = "--classifier-checkpoint") -> Judge:
+    def load(cls, path: str | Path, device: torch.device, flag: str = "--classifier-checkpoint") -> SampleClassifier:
         state = checkpoint.load_or_fail(path, flag)
         if state.get("kind") != "classifier":
             raise UsageError(f"{flag} {path} is a {state.get('kind')} checkpoint; pass a classifier checkpoint")
@@ -139,17 +139,22 @@ class Judge:
 
 
 def score_samples(
-    judge: Judge, samples: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, test: torch.Tensor, seed: int
+    classifier: SampleClassifier,
+    samples: torch.Tensor,
+    labels: torch.Tensor,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    seed: int,
 ) -> dict[str, float]:
     """Sample accuracy and Frechet distance of uint8 samples against the held-out images, with the floor
     measured on as many real training images as there are samples."""
     n = len(samples)
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-    test_feats = judge.features(test)
-    fd = frechet_distance(judge.features(samples), test_feats)
-    floor = frechet_distance(judge.features(train[pick.to(train.device)]), test_feats)
+    test_feats = classifier.features(test)
+    fd = frechet_distance(classifier.features(samples), test_feats)
+    floor = frechet_distance(classifier.features(train[pick.to(train.device)]), test_feats)
     return {
-        "sample_acc": (judge.labels(samples) == labels).float().mean().item(),
+        "sample_acc": (classifier.labels(samples) == labels).float().mean().item(),
         "fd": fd,
         "fd_floor": floor,
         "fd_ratio": fd / floor if floor > 0 else float("inf"),

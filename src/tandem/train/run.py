@@ -11,17 +11,23 @@ runs/<run>/samples/           DiT sample grids, step_<N>.png, and latest.png a c
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import importlib.metadata
 import json
 import os
+import platform
 import re
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from tandem.errors import UsageError
-from tandem.train.checkpoint import CheckpointDir, atomic_write
+from tandem.train.checkpoint import CheckpointDir, atomic_write, identity_digest
 
 
 @dataclass
@@ -165,6 +171,55 @@ class RunDir:
         from tandem.train.plots import plot_loss_curve
 
         return plot_loss_curve(self.read_metrics(), self.loss_curve_path, self.path.name)
+
+
+def run_record(
+    kind: str,
+    config,
+    identity: dict,
+    device: torch.device,
+    world_size: int,
+    dataset: dict[str, int],
+    *,
+    resumed_from: Path | None,
+    changes: list[dict],
+    previous: dict,
+) -> dict:
+    """config.json: the settings, what they ran on, and each change made when the run was continued."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return {
+        "kind": kind,
+        "config": dataclasses.asdict(config),
+        "model": identity,
+        "identity_digest": identity_digest(identity),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "world_size": world_size,
+        "dataset": dataset,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tandem": package_version(),
+        "env_digest": os.environ.get("TANDEM_ENV_DIGEST"),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "changes": changes,
+        "started": previous.get("started", now) if changes or resumed_from else now,
+        "resumed": now if resumed_from else None,
+    }
+
+
+def package_version() -> str | None:
+    try:
+        return importlib.metadata.version("tandem")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def resume_command(kind: str, run_dir: Path, world_size: int) -> str:
+    """The command that continues a run (its config.json holds the rest), ready to paste."""
+    words = ["tandem", "train", kind, "--resume", "--run-name", run_dir.name, "--runs-dir", str(run_dir.parent)]
+    if world_size > 1:
+        words = ["torchrun", "--nproc-per-node", str(world_size), "-m", *words]
+    return shlex.join(words)
 
 
 def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:

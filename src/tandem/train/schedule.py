@@ -6,8 +6,6 @@ import math
 
 import torch
 
-from tandem.train.optimizers import clip_grad_norm
-
 
 def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
     """Multiplier of the peak learning rate for the optimizer step that follows `step` steps."""
@@ -25,15 +23,3 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, *, schedule: str, warmup: int
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, schedule=schedule, warmup=warmup, total=total)
     )
-
-
-def optimizer_step(loss, model, optimizer, scheduler, grad_clip: float):
-    """Backward, clip, step, advance the schedule: the one update both trainers (and the benchmark) make.
-
-    Returns the gradient norm before clipping (0 disables clipping but still measures it)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = clip_grad_norm(model.parameters(), grad_clip)
-    optimizer.step()
-    scheduler.step()
-    return grad_norm

@@ -1,24 +1,19 @@
-"""What both training loops share: device and ranks, data, the run directory, checkpoints, progress, and
-stopping safely (SIGTERM, --stop-after, a NaN loss).
+"""What a trainer holds for the life of one training process: the device and ranks, the data, the seeded
+random streams, the run it writes (opened with tandem.train.attempt's decision, written through
+tandem.train.run.RunDir), and what the loop reports into it (log lines, img/s, checkpoints, the result).
 
-A loop builds a Session (which validates every input before anything is written), builds its model,
+A trainer builds a Session (which validates every input before anything is written), builds its model,
 calls open_run (the last check: it takes the run's lock, decides with tandem.train.attempt whether this
-attempt starts, resumes or starts over the run, and checks the checkpoint's model), and from then on
-reports each step to the session. Every method that may talk to other ranks is called by all ranks at the same step.
+attempt starts, resumes or starts over the run, and checks the checkpoint's model), and then hands its
+step to tandem.train.loop.train_loop. Every method that may talk to other ranks is called by all ranks at
+the same step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.metadata
-import os
-import platform
-import shlex
-import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,72 +23,19 @@ from tqdm import tqdm
 from tandem.data import ImageData, load_dataset
 from tandem.errors import UsageError
 from tandem.train import distributed, memory
-from tandem.train.attempt import RESUME, START, Attempt, locate_run, plan_attempt
-from tandem.train.checkpoint import capture_rng, check_identity, content_digest, fingerprint, restore_rng
+from tandem.train.attempt import START, claim_attempt, recorded_changes
+from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest, restore_rng
 from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import TrainConfig, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
 from tandem.train.loggers import Loggers
-from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged
+from tandem.train.loop import LossWindow, StopSignal
+from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
 
 
 def weights_digest(model: torch.nn.Module) -> str:
     """A short hash of every parameter and buffer, to compare models across processes."""
     return content_digest(model.state_dict())[:16]
-
-
-def package_version() -> str | None:
-    try:
-        return importlib.metadata.version("tandem")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-class StopSignal:
-    """SIGTERM (what Docker and Modal send first) and Ctrl-C set a flag the loop checks after each step,
-    so the run ends with a checkpoint instead of dying mid-step. A second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():  # signals only reach the main thread
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class LossWindow:
-    """Losses and gradient norms since the last log, kept on the device: reading them waits for the GPU,
-    so that happens once per log interval rather than every step."""
-
-    def __init__(self):
-        self.steps: list[int] = []
-        self.values: list[torch.Tensor] = []
-
-    def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.steps.append(step)
-        self.values.append(torch.stack([loss.detach().float(), grad_norm.detach().float()]))
-
-    def read(self) -> tuple[float, float, int | None]:
-        """(mean loss, mean grad norm, first step whose loss or gradient was not finite) and reset."""
-        if not self.values:
-            return float("nan"), float("nan"), None
-        values = torch.stack(self.values).cpu()
-        finite = torch.isfinite(values).all(dim=1)
-        bad = None if finite.all() else self.steps[int((~finite).nonzero()[0])]
-        loss, grad_norm = values.mean(dim=0).tolist()
-        self.steps, self.values = [], []
-        return loss, grad_norm, bad
 
 
 class Session:
@@ -197,7 +139,7 @@ class Session:
         attempt, problem = None, None
         if self.is_main:  # rank 0 decides and holds the lock; the other ranks follow its decision
             try:
-                attempt = self._claim(total_steps)
+                attempt, self.lock = claim_attempt(self.kind, self.config, total_steps, report=self.print)
             except UsageError as exc:
                 problem = str(exc)
         problem = distributed.gather(problem)[0]
@@ -227,7 +169,17 @@ class Session:
                 run.rewind_metrics(self.start_step, records=records)
                 run.checkpoints.remove_temporaries()
                 run.checkpoints.set_aside_after(self.start_step)
-            resolved = self.resolved_config(attempt, previous)
+            resolved = run_record(
+                self.kind,
+                self.config,
+                identity,
+                self.device,
+                self.layout.world_size,
+                {"train": len(self.data.train_images), "test": len(self.data.test_images)},
+                resumed_from=self.resumed_from,
+                changes=recorded_changes(attempt, previous),
+                previous=previous,
+            )
             run.write_config(resolved)
             if state is not None:
                 run.log({"step": self.start_step, "resumed_from": self.resumed_from.name})  # marks the loss curve
@@ -238,58 +190,6 @@ class Session:
         self.print(f"run: {run.path}" + (f" (resuming {self.resumed_from.name})" if state else ""))
         self._last_log = (time.perf_counter(), self.start_step)
         return state
-
-    def _claim(self, total_steps: int | None) -> Attempt:
-        """Rank 0: lock the run directory (making it for a new run), then plan the attempt under the lock."""
-        c = self.config
-        path = locate_run(self.kind, c)
-        if not c.run_name and not c.resume:  # claim a fresh name: mkdir is atomic
-            while True:
-                try:
-                    path.mkdir(parents=True)
-                    break
-                except FileExistsError:
-                    path = RunDir.new_path(c.runs_dir, self.kind, "")
-        existed = path.is_dir()
-        self.lock = RunLock(path)
-        self.lock.acquire()
-        try:  # again under the lock: another process may have written the run in between
-            config = dataclasses.replace(c, run_name=path.name)
-            return plan_attempt(self.kind, config, total_steps=total_steps, report=self.print)
-        except BaseException:
-            self.lock.release()
-            if not existed or not RunDir(path).started():
-                shutil.rmtree(path, ignore_errors=True)
-            raise
-
-    def resolved_config(self, attempt: Attempt | None = None, previous: dict | None = None) -> dict:
-        """config.json: the settings, what they ran on, and each change made when the run was continued."""
-        previous = previous or {}
-        changes = list(previous.get("changes") or []) if attempt is not None and attempt.action == RESUME else []
-        if attempt is not None:
-            changes += [
-                {"step": attempt.step, "setting": name, "from": before, "to": after}
-                for name, (before, after) in attempt.changes.items()
-            ]
-        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        return {
-            "kind": self.kind,
-            "config": dataclasses.asdict(self.config),
-            "model": self.identity,
-            "fingerprint": fingerprint(self.identity),
-            "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-            "world_size": self.layout.world_size,
-            "dataset": {"train": len(self.data.train_images), "test": len(self.data.test_images)},
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "tandem": package_version(),
-            "env_digest": os.environ.get("TANDEM_ENV_DIGEST"),
-            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-            "changes": changes,
-            "started": previous.get("started", now) if changes or self.resumed_from else now,
-            "resumed": now if self.resumed_from else None,
-        }
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the loop calls: DDP-wrapped on several ranks, compiled with --compile."""
@@ -388,7 +288,7 @@ class Session:
                 "elapsed": self.elapsed(),
                 "config": dataclasses.asdict(self.config),
                 "identity": self.identity,
-                "fingerprint": fingerprint(self.identity),
+                "identity_digest": identity_digest(self.identity),
                 "world_size": self.layout.world_size,
                 "rng": rng,
                 **training_state,
@@ -416,7 +316,7 @@ class Session:
             summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             self.print(f"{status} at step {step} in {self.elapsed():.0f}s" + (f": {summary}" if summary else ""))
             if status == "stopped":
-                self.print(f"continue with: {self.resume_command()}")
+                self.print(f"continue with: {resume_command(self.kind, self.run.path, self.layout.world_size)}")
             self.print(f"run directory: {self.run.path}")
         return RunResult(
             kind=self.kind,
@@ -427,14 +327,6 @@ class Session:
             checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
             artifacts={k: str(v) for k, v in artifacts.items()},
         )
-
-    def resume_command(self) -> str:
-        """The command that continues this run (the run's config.json holds the rest), ready to paste."""
-        words = ["tandem", "train", self.kind, "--resume", "--run-name", self.run.path.name]
-        words += ["--runs-dir", str(self.run.path.parent)]
-        if self.layout.enabled:
-            words = ["torchrun", "--nproc-per-node", str(self.layout.world_size), "-m", *words]
-        return shlex.join(words)
 
     def close(self) -> None:
         getattr(self, "run", None) and self.run.checkpoints.close()  # a write in flight lands before the lock goes
