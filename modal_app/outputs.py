@@ -4,8 +4,9 @@ after a local one."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
+
+from tandem.files import atomic_write
 
 WANTED_FILES = ("config.json", "metrics.jsonl", "loss_curve.png")
 WANTED_DIRS = ("samples", "tensorboard")  # `tensorboard --logdir outputs` reads the events here
@@ -63,8 +64,7 @@ def copy_outputs(source, run: str, outputs: str | Path) -> list[Path]:
     for relative in filter(wanted, source.files(run)):
         path = dest / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(source.read(run, relative))
-        os.replace(tmp, path)
+        data = source.read(run, relative)
+        atomic_write(path, lambda f, data=data: f.write(data))
         written.append(path)
     return written

@@ -9,7 +9,6 @@ solver, solver steps, cfg scale, seed, weights) and takes the next free name whe
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from tandem.files import atomic_write, write_new
 from tandem.flow import sample
-from tandem.train.checkpoint import atomic_write, fsync_directory
 from tandem.train.evaluate import to_uint8
 
 MIN_TILE = 48  # small images are enlarged (nearest neighbour) to at least this many pixels per tile
@@ -143,28 +142,6 @@ def save_grid(
     if latest is not None:
         atomic_write(latest, lambda f: f.write(data))
     return path
-
-
-def write_new(path: Path, data: bytes) -> None:
-    """Write a complete file at `path`, or raise FileExistsError: a hard link does not replace (os.replace
-    would), so a file another process wrote meanwhile is kept."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # a filesystem without hard links: check, then swap in
-            if path.exists():
-                raise FileExistsError(path) from None
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_directory(path.parent)
 
 
 def sample_name(step: int, solver: str, steps: int, cfg_scale: float, seed: int, ema: bool = True) -> str:
