@@ -60,7 +60,7 @@ def doctor_command(args) -> int:
     if gpu_type.split(":")[0] not in MODAL_GPU_ARCH:
         raise UsageError(f"--modal-gpu {gpu_type!r} is not a Modal GPU type; use one of {', '.join(MODAL_GPU_ARCH)}")
     context = Context(project, gpu_type)
-    findings = [check(context) for check in CHECKS[args.target]]
+    findings = [probe(context) for probe in PROBES[args.target]]
     if args.json:
         print(json.dumps([f.__dict__ for f in findings], indent=2))
     else:
@@ -242,7 +242,8 @@ def _run(cmd: list[str]) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-CHECKS: dict[str, list[Callable]] = {
+# What each target needs, asked in this order (a probe looks, and says what it found and the fix).
+PROBES: dict[str, list[Callable]] = {
     "local": [python_version, lock_fresh, nvidia_driver, local_gpu_kernels],
     "docker": [lock_fresh, generated_fresh, docker_engine, compose_v2, nvidia_runtime, nvidia_driver, disk_space],
     "modal": [lock_fresh, generated_fresh, modal_credentials, modal_gpu_kernels],
