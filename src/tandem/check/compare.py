@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tandem.check.environment import shadowed_packages
 from tandem.env.digest import LAYOUT_VARS
 from tandem.tables import format_table, shorten
 
@@ -107,7 +108,7 @@ def compare_fingerprints(fingerprints: list[dict]) -> list[Row]:
         values = [(x["installed"] or "missing") if x else MISSING for x in entries]
         ok = len(set(values)) == 1 and all(x is None or x["matches_lock"] for x in entries)
         rows.append(Row(f"package {name}", values, ok, "" if ok else "differs or does not match the lock"))
-    shadowed = [sorted(n for n, x in e["distributions"]["locked"].items() if x.get("shadowed")) for e in envs]
+    shadowed = [sorted(shadowed_packages(e["distributions"])) for e in envs]
     rows.append(
         Row(
             "packages from outside the env",

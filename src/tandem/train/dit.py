@@ -15,7 +15,6 @@ from tandem.models import DiTConfig, build_dit
 from tandem.train import memory
 from tandem.train.batches import BatchPlan
 from tandem.train.config import DiTTrainConfig, check_patch_size
-from tandem.train.device import autocast
 from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
 from tandem.train.loop import train_loop
 from tandem.train.optimizers import adamw
@@ -23,7 +22,7 @@ from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.step import TrainStep, optimizer_step
+from tandem.train.step import TrainStep
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {
@@ -97,14 +96,8 @@ class DiTStep(TrainStep):
     def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return flow_matching_loss(module, x, y, generator=self.generators["noise"], schedule=self.c.timestep_schedule)
 
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Optimizer step `step` (0-based), then the EMA; returns its loss and gradient norm, on the device."""
-        x, y = self.batch(step)
-        with autocast(x.device, self.c.amp):
-            loss = self.loss(self.net, x, y)
-        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
+    def after_update(self) -> None:
         self.ema.update(self.model)
-        return loss, grad_norm
 
 
 def train(c: DiTTrainConfig) -> RunResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tandem.train.checkpoint import atomic_write
+from tandem.files import atomic_write
 
 RESUME_KEY = "resumed_from"  # the record a resumed run writes first: {"step": N, "resumed_from": "step_N.pt"}
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from tandem.errors import UsageError
-from tandem.train.checkpoint import CheckpointDir, atomic_write, identity_digest
+from tandem.files import atomic_write
+from tandem.train.checkpoint import CheckpointDir, identity_digest
 
 
 @dataclass
