@@ -93,6 +93,20 @@ def test_a_complete_run_is_refused_unless_extended(stopped_run, capsys):
     assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6, 7]
 
 
+def test_a_run_killed_after_its_last_checkpoint_finishes_on_resume(stopped_run, capsys):
+    assert resume(stopped_run) == 0
+    metrics = stopped_run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("".join(line + "\n" for line in lines if not json.loads(line).get("final")))
+    capsys.readouterr()
+    # Its last checkpoint is step 6 of 6, but no final record: resuming trains nothing and writes the finals.
+    assert resume(stopped_run) == 0
+    assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6]
+    finals = [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("final")]
+    assert [(r["step"], r["status"]) for r in finals] == [(6, "completed")]
+    assert resume(stopped_run) == 2  # and now it is complete
+
+
 def test_a_complete_classifier_run_is_refused_unless_extended(classifier_config, runs_dir, capsys):
     run_training("classifier", classifier_config(run_name="c", epochs=1))
     argv = ["train", "classifier", "--resume", "--run-name", "c", "--runs-dir", str(runs_dir)]

@@ -227,13 +227,14 @@ def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> 
             f"--resume: {flag} {getattr(resolved, length)} ends before step {step}, which {run.path} has reached; "
             f"pass a larger {flag}"
         )
+    # Complete: it reached its length and its final record was written; one killed between its last
+    # checkpoint and that record continues, training nothing, to write its final artefacts.
+    finals = [r for r in run.read_metrics() if r.get("final")]
+    finished = bool(finals) and finals[-1].get("status") == "completed" and finals[-1]["step"] == step
     if total_steps is not None:
-        complete = step >= total_steps
-    else:  # the classifier before its data is loaded: its last final record says
-        finals = [r for r in run.read_metrics() if r.get("final")]
-        longer = getattr(resolved, length) > recorded.get(length, math.inf)
-        complete = bool(finals) and finals[-1].get("status") == "completed" and finals[-1]["step"] == step
-        complete = complete and not longer
+        complete = finished and step >= total_steps
+    else:  # the classifier before its data is loaded: a longer --epochs is more to train
+        complete = finished and not getattr(resolved, length) > recorded.get(length, math.inf)
     if complete:
         raise UsageError(
             f"--resume: {run.path} is complete (step {step}, {flag} {getattr(resolved, length)}); "

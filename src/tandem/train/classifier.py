@@ -109,11 +109,8 @@ class ClassifierStep(TrainStep):
 
 
 def train(c: ClassifierTrainConfig) -> RunResult:
-    s = Session("classifier", c)
-    try:
+    with Session("classifier", c) as s:
         return _train(s, c)
-    finally:
-        s.close()
 
 
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:

@@ -101,11 +101,8 @@ class DiTStep(TrainStep):
 
 
 def train(c: DiTTrainConfig) -> RunResult:
-    s = Session("dit", c)
-    try:
+    with Session("dit", c) as s:
         return _train(s, c)
-    finally:
-        s.close()
 
 
 def _train(s: Session, c: DiTTrainConfig) -> RunResult:

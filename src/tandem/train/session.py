@@ -328,6 +328,12 @@ class Session:
             artifacts={k: str(v) for k, v in artifacts.items()},
         )
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         getattr(self, "run", None) and self.run.checkpoints.close()  # a write in flight lands before the lock goes
         self.loggers.close()  # it writes in the run directory: before the lock goes
