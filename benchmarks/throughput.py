@@ -111,7 +111,7 @@ def classifier_bench(shape, batch_size, device, compile) -> Bench:
     data = synthetic(shape, batch_size, device)
     mean, std = channel_stats(data.train_images)
     model, _ = classifier.build_model(c, data, mean, std)
-    plan = BatchPlan(len(data.train_images), batch_size, seed=0)
+    plan = BatchPlan(len(data.train_images), batch_size, seed=0, device=device)
     generator = torch.Generator(device).manual_seed(0)
     train_step = classifier.ClassifierStep.create(
         c, data, model, plan, generator, mean, std, LONG_RUN, prepare=compiled if compile else lambda m: m
@@ -126,7 +126,7 @@ def dit_bench(size, shape, patch_size, batch_size, device, compile) -> Bench:
     )
     data = synthetic(shape, batch_size, device)
     model = build_dit(dit.model_config_of(c, data)).to(device)
-    plan = BatchPlan(len(data.train_images), batch_size, seed=0)
+    plan = BatchPlan(len(data.train_images), batch_size, seed=0, device=device)
     generators = {name: torch.Generator(device).manual_seed(i) for i, name in enumerate(("data", "noise"))}
     train_step = dit.DiTStep.create(c, data, model, plan, generators, prepare=compiled if compile else lambda m: m)
     return bench_of(train_step)

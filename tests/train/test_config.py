@@ -15,6 +15,7 @@ from tandem.train.config import (
     config_from_args,
     config_from_dict,
     config_to_argv,
+    resolve_for_device,
 )
 
 
@@ -94,7 +95,8 @@ def test_help_names_every_choice_the_code_accepts():
         (dict(dataset="nope"), "--dataset"),
         (dict(steps=0), "--steps"),
         (dict(steps=-3), "--steps"),
-        (dict(batch_size=0), "--batch-size"),
+        (dict(batch_size=-1), "--batch-size"),
+        (dict(log_every=-1), "--log-every"),
         (dict(lr=0.0), "--lr"),
         (dict(image_size=10, patch_size=4), "--patch-size"),
         (dict(size="XXL"), "--size"),
@@ -116,3 +118,42 @@ def test_validate_names_the_flag(changes, flag):
 def test_validate_classifier(changes, flag):
     with pytest.raises(UsageError, match=flag):
         cfg.validate(ClassifierTrainConfig(**changes))
+
+
+@pytest.mark.parametrize(
+    "kind, device, expected",
+    [
+        ("dit", "cuda", dict(batch_size=256, log_every=50, compile=True)),
+        ("classifier", "cuda", dict(batch_size=1024, log_every=50, compile=True)),
+        ("dit", "cpu", dict(batch_size=64, log_every=10, compile=False)),
+        ("classifier", "mps", dict(batch_size=128, log_every=10, compile=False)),
+    ],
+)
+def test_device_defaults_fill_only_what_was_left_to_the_device(kind, device, expected):
+    config, chosen = resolve_for_device(kind, CONFIGS[kind](), device, train_images=100_000)
+    assert chosen == expected
+    assert {k: getattr(config, k) for k in expected} == expected
+    given = CONFIGS[kind](batch_size=7, log_every=3, compile=False)
+    assert resolve_for_device(kind, given, device, train_images=100_000) == (given, {})
+
+
+def test_a_default_batch_leaves_an_epoch_at_least_ten_batches_and_splits_over_the_ranks():
+    # digits: 1,437 training images hold 11 batches of 128, not 10 of 256
+    assert resolve_for_device("classifier", ClassifierTrainConfig(), "cuda", 1, 1437)[1]["batch_size"] == 128
+    assert resolve_for_device("dit", DiTTrainConfig(), "cuda", 1, 50_000)[1]["batch_size"] == 256
+    assert resolve_for_device("classifier", ClassifierTrainConfig(), "cuda", 3, 50_000)[1]["batch_size"] == 1023
+    assert resolve_for_device("dit", DiTTrainConfig(), "cpu", 1, 5)[1]["batch_size"] == 1
+
+
+def test_help_names_each_device_default():
+    text = parser_for(DiTTrainConfig).format_help()
+    assert "0: the device's default, 64 on CPU and 256 on CUDA" in " ".join(text.split())
+    assert "default: on CUDA, off on other devices" in " ".join(text.split())
+    assert "10 on CPU, 50 on CUDA" in " ".join(text.split())
+
+
+def test_an_optional_bool_round_trips_through_flags():
+    assert "--compile" not in " ".join(config_to_argv(DiTTrainConfig()))  # None: the device decides
+    for value in (True, False):
+        argv = config_to_argv(DiTTrainConfig(compile=value))
+        assert parser_for(DiTTrainConfig).parse_args(argv).compile is value

@@ -83,6 +83,20 @@ def test_run_directory_holds_every_artefact(dit_config):
     assert Path(result.artifacts["loss_curve"]).exists() and Path(result.checkpoint).exists()
 
 
+def test_the_settings_the_device_chose_are_recorded_and_the_time_accounted(dit_config, capsys):
+    result = run_training("dit", dit_config(run_name="auto", batch_size=0, log_every=0, steps=4, sample_every=2))
+    assert "chosen for cpu: --log-every 10, --no-compile, --batch-size 64" in capsys.readouterr().out
+    recorded = json.loads(Path(result.run_dir, "config.json").read_text())["config"]
+    assert (recorded["batch_size"], recorded["log_every"], recorded["compile"]) == (64, 10, False)
+
+    timing = result.timing
+    assert timing["sample_s"] > 0 and timing["checkpoint_s"] > 0 and timing["compile_s"] == 0
+    assert timing["loop_s"] >= timing["sample_s"] + timing["checkpoint_s"]
+    assert 0 < timing["end_to_end_img_per_s"] < timing["step_img_per_s"]
+    final = json.loads(Path(result.run_dir, "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["final"] and final["timing"] == timing
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(dit_config, monkeypatch):
     real_loss, calls = dit_module.flow_matching_loss, []
 

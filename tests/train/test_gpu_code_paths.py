@@ -64,3 +64,7 @@ def test_compile_trains_as_eager_does(kind, dit_config, classifier_config):
     # Inductor fuses and reorders float arithmetic: the same run to within rounding, not bitwise.
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
     assert len(losses(compiled)) >= 3
+    # The first step waited for the compiler: logged, and left out of img/s.
+    assert compiled.timing["compile_s"] > 0 and eager.timing["compile_s"] == 0
+    records = [json.loads(line) for line in open(f"{compiled.run_dir}/metrics.jsonl")]
+    assert [r["step"] for r in records if "compile_s" in r] == [1]

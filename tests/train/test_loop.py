@@ -28,7 +28,7 @@ class Recorder:
     """The session side of the loop, writing down what the loop asks of it."""
 
     def __init__(self, stop_at: int | None = None, **config):
-        self.config = SimpleNamespace(log_every=2, checkpoint_every=3, **config)
+        self.config = SimpleNamespace(log_every=2, checkpoint_every=3, compile=False, **config)
         self.start_step, self.stop_at, self.events = 0, stop_at, []
 
     def progress(self, total):
@@ -40,8 +40,14 @@ class Recorder:
     def log_window(self, step, window, bar, **extra):
         self.events.append(("log", step, window.read()[0]))
 
-    def untimed(self):
+    def untimed(self, part):
         return contextlib.nullcontext()
+
+    def loop_started(self):
+        self.events.append(("loop started",))
+
+    def loop_ended(self):
+        self.events.append(("loop ended",))
 
     def log(self, record):
         self.events.append(("record", record))
@@ -68,6 +74,7 @@ def test_the_bookkeeping_after_each_step_in_its_order():
     s = Recorder()
     assert run(s, 6) == (6, {"acc": 0.4})
     assert s.events == [
+        ("loop started",),
         ("log", 2, 0.5),  # the losses of steps 0 and 1
         ("sample", 2),
         ("log", 3, 2.0),  # before the checkpoint, always
@@ -77,10 +84,11 @@ def test_the_bookkeeping_after_each_step_in_its_order():
         ("sample", 4),
         ("log", 6, 4.5),
         ("checkpoint", 6, "state"),  # the last step: a checkpoint, and no grid (the trainer draws the final one)
+        ("loop ended",),  # waits for that checkpoint: end-to-end time ends here
     ]
 
 
 def test_a_stop_request_checkpoints_that_step_and_ends_the_loop():
     s = Recorder(stop_at=1)
     assert run(s, 6) == (1, {})
-    assert s.events == [("log", 1, 0.0), ("checkpoint", 1, "state")]
+    assert s.events == [("loop started",), ("log", 1, 0.0), ("checkpoint", 1, "state"), ("loop ended",)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, TrainConfig, flag_name, validate
+from tandem.train.config import CONFIGS, TYPE_WORDS, TrainConfig, flag_name, flag_text, show_value, validate
 from tandem.train.run import RunDir, RunLock
 
 START, RESUME, START_OVER = "start", "resume", "start over"
@@ -127,7 +127,7 @@ def plan_attempt(
     resolved, changes = _merge(kind, recorded, config, given, start_over=False)
     step = state["step"]
     _check_length(kind, run, resolved, recorded, step, total_steps, changes)
-    shown = "; ".join(f"{flag_name(k)} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())
+    shown = "; ".join(f"{flag_name(k)} {show_value(a)} -> {show_value(b)}" for k, (a, b) in changes.items())
     note = f"resuming {run.path} from {checkpoint.name}" + (f"; changed from step {step}: {shown}" if shown else "")
     return Attempt(RESUME, resolved, run.path, checkpoint, step, changes, note, state)
 
@@ -196,7 +196,7 @@ def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, s
                 changes[f.name] = (before, now)
         else:
             raise UsageError(
-                f"--resume: {_flag(f.name, now)} differs from the run's recorded {_flag(f.name, before)}; a "
+                f"--resume: {flag_text(f.name, now)} differs from the run's recorded {flag_text(f.name, before)}; a "
                 f"continued run keeps it: drop {flag_name(f.name)}, or start a new run with another --run-name"
             )
     resolved = cls(**values)
@@ -209,7 +209,7 @@ def _recorded_value(value, kind: type, name: str):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise UsageError(
-            f"the run's config.json records {name} = {value!r}, not a {kind.__name__}; "
+            f"the run's config.json records {name} = {value!r}, not {TYPE_WORDS[kind]}; "
             f"pass {flag_name(name)} to set it, or fix config.json"
         )
     return value
@@ -240,13 +240,3 @@ def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> 
             f"--resume: {run.path} is complete (step {step}, {flag} {getattr(resolved, length)}); "
             f"pass a larger {flag} to train it further, or start a new run with another --run-name"
         )
-
-
-def _show(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _flag(name: str, value) -> str:
-    if isinstance(value, bool):
-        return flag_name(name) if value else "--no-" + name.replace("_", "-")
-    return f"{flag_name(name)} {_show(value)}"

@@ -64,8 +64,8 @@ class ClassifierStep(TrainStep):
     scheduler: torch.optim.lr_scheduler.LRScheduler
     augment: Augment
     generator: torch.Generator  # augmentation
-    mean: list[float]
-    std: list[float]
+    mean: torch.Tensor  # per channel, on the device: built once, not every step
+    std: torch.Tensor
     channels_last: bool
 
     @classmethod
@@ -92,12 +92,14 @@ class ClassifierStep(TrainStep):
         )
         scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)
         augment = Augment(pad=c.translate, flip=data.flip)
-        step = cls(c, data, plan, model, model, optimizer, scheduler, augment, generator, mean, std, channels_last)
+        device = data.train_images.device
+        mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=device) for v in (mean, std))
+        step = cls(c, data, plan, model, model, optimizer, scheduler, augment, generator, mean_t, std_t, channels_last)
         return step.ready(resume, prepare)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Step `step`'s images, gathered, augmented and normalised on the device, and their labels."""
-        idx = self.plan.indices(step).to(self.data.train_images.device)
+        idx = self.plan.indices(step)
         images = self.augment(self.data.train_images[idx], self.generator)
         x = normalize(images, self.mean, self.std)
         if self.channels_last:
@@ -110,14 +112,14 @@ class ClassifierStep(TrainStep):
 
 def train(c: ClassifierTrainConfig) -> RunResult:
     with Session("classifier", c) as s:
-        return _train(s, c)
+        return _train(s, s.config)  # with the settings chosen for its device
 
 
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     data, device = s.data, s.device
     mean, std = channel_stats(data.train_images)
     model, model_config = build_model(c, data, mean, std)
-    plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size)
+    plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     total_steps = c.epochs * plan.steps_per_epoch
     resume = s.open_run({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # last check
 

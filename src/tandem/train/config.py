@@ -77,7 +77,11 @@ class TrainConfig:
     stop_after: int = setting(
         0, help="stop after this many steps of this invocation, with a checkpoint, as if interrupted (0: off)"
     )
-    log_every: int = setting(10, help="log loss, lr and img/s to metrics.jsonl every this many steps")
+    log_every: int = setting(
+        0,
+        help="log loss, lr and img/s to metrics.jsonl every this many steps (each log waits for the device); "
+        "0: the device's default, 10 on CPU, 50 on CUDA",
+    )
     # Not --log: torchrun reads the whole command line and refuses --log as a prefix of its --log-dir etc.
     loggers: str = setting(
         "auto",
@@ -86,7 +90,11 @@ class TrainConfig:
     )
     wandb_project: str = setting("tandem", help="the Weights & Biases project of --loggers wandb")
     # optimisation
-    batch_size: int = setting(128, help="global batch size (split evenly across distributed ranks)")
+    batch_size: int = setting(
+        0,
+        help="global batch size (split evenly across distributed ranks); 0: the device's default, 128 on CPU and "
+        "1024 on CUDA (airbench's), halved until an epoch holds at least 10 batches",
+    )
     lr: float = setting(1e-3, help="peak learning rate")
     weight_decay: float = setting(0.0, help="weight decay")
     warmup_steps: int = setting(100, help="linear learning-rate warmup steps")
@@ -102,7 +110,11 @@ class TrainConfig:
         "on one, and a shared machine stays usable; 0: one per core (torch's default)",
     )
     amp: bool = setting(True, help="bf16 autocast on CUDA (ignored on other devices)")
-    compile: bool = setting(False, help="torch.compile the model (needs a C compiler)")
+    compile: bool | None = setting(
+        None,
+        help="torch.compile the model, its backward included (needs a C compiler; the first steps wait for the "
+        "compiler, and the time is logged as compile_s); default: on CUDA, off on other devices",
+    )
 
 
 @dataclass
@@ -112,7 +124,6 @@ class ClassifierTrainConfig(TrainConfig):
     arch: str = setting("airbench", help="classifier architecture: airbench or resnet18")
     width: int = setting(0, help="airbench base width (blocks use w, 4w, 4w); 0: the architecture's default")
     epochs: int = setting(15, help="passes over the training set")
-    batch_size: int = default("batch_size", 128)
     lr: float = default("lr", 0.05)
     momentum: float = setting(0.9, help="SGD Nesterov momentum")
     weight_decay: float = default("weight_decay", 5e-4)
@@ -137,7 +148,11 @@ class DiTTrainConfig(TrainConfig):
     patch_size: int = setting(4, help="patch size in pixels; must divide the image size")
     class_dropout: float = setting(0.1, help="probability of dropping the label (trains classifier-free guidance)")
     steps: int = setting(600, help="optimizer steps")
-    batch_size: int = default("batch_size", 64)
+    batch_size: int = setting(
+        0,
+        help="global batch size (split evenly across distributed ranks); 0: the device's default, 64 on CPU and "
+        "256 on CUDA (DiT's), halved until an epoch holds at least 10 batches",
+    )
     lr: float = default("lr", 2e-3)
     warmup_steps: int = default("warmup_steps", 20)
     weight_decay: float = setting(0.0, help="AdamW weight decay")
@@ -159,6 +174,35 @@ class DiTTrainConfig(TrainConfig):
 
 CONFIGS: dict[str, type[TrainConfig]] = {"classifier": ClassifierTrainConfig, "dit": DiTTrainConfig}
 
+# The settings whose default depends on where the run lands (0 / None in the dataclasses), chosen by
+# resolve_for_device before config.json is written. On CUDA: batches that keep an H100 busy rather than
+# launch-bound (DiT trains at 256, airbench94 at 1024), fewer logs (each waits for the GPU), and
+# torch.compile. Every other device (CPU, MPS) gets the tuned digits settings.
+DEVICE_DEFAULTS = {
+    "cuda": {"batch_size": {"classifier": 1024, "dit": 256}, "log_every": 50, "compile": True},
+    "other": {"batch_size": {"classifier": 128, "dit": 64}, "log_every": 10, "compile": False},
+}
+MIN_BATCHES_PER_EPOCH = 10  # a default batch is halved until the training set holds this many
+
+
+def resolve_for_device(
+    kind: str, config: TrainConfig, device_type: str, world_size: int = 1, train_images: int | None = None
+) -> tuple[TrainConfig, dict]:
+    """`config` with its device-chosen settings filled in for `device_type` (and the size of the training
+    set, once known), and the settings so chosen."""
+    row = DEVICE_DEFAULTS["cuda" if device_type == "cuda" else "other"]
+    chosen = {}
+    if config.log_every == 0:
+        chosen["log_every"] = row["log_every"]
+    if config.compile is None:
+        chosen["compile"] = row["compile"]
+    if config.batch_size == 0:
+        batch = row["batch_size"][kind]
+        while train_images is not None and batch > 1 and train_images < MIN_BATCHES_PER_EPOCH * batch:
+            batch //= 2
+        chosen["batch_size"] = max(world_size, batch - batch % world_size)  # splits evenly over the ranks
+    return dataclasses.replace(config, **chosen), chosen
+
 
 # -----------------------------------------------------------------------------
 # flags <-> config
@@ -166,6 +210,17 @@ CONFIGS: dict[str, type[TrainConfig]] = {"classifier": ClassifierTrainConfig, "d
 
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def show_value(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def flag_text(name: str, value) -> str:
+    """The flag that sets `name` to `value`, as a user types it: --lr 0.5, --compile, --no-amp."""
+    if isinstance(value, bool):
+        return flag_name(name) if value else "--no-" + name.replace("_", "-")
+    return f"{flag_name(name)} {show_value(value)}"
 
 
 def _field_types(cls: type) -> dict[str, type]:
@@ -210,7 +265,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
         kind = types[f.name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         help_text = f.metadata["help"]
-        if kind is bool:
+        if kind in (bool, bool | None):
             parser.add_argument(flag_name(f.name), dest=f.name, action=_Bool, default=default, help=help_text)
         else:
             parser.add_argument(
@@ -242,6 +297,8 @@ def config_to_argv(config: TrainConfig) -> list[str]:
     argv = []
     for f in fields(config):
         value = getattr(config, f.name)
+        if value is None:  # the device's default: no flag says it
+            continue
         if isinstance(value, bool):
             argv.append(flag_name(f.name) if value else "--no-" + f.name.replace("_", "-"))
         else:
@@ -255,7 +312,13 @@ def config_from_dict(cls: type[TrainConfig], values: dict):
     return cls(**{k: v for k, v in values.items() if k in names})
 
 
-TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    bool | None: "true or false",
+    str: "a string",
+}
 # Settings of one invocation: a file that reruns or varies a run never carries them over.
 NOT_FROM_FILE = ("run_name", "resume", "stop_after")
 
@@ -319,7 +382,7 @@ def validate(config: TrainConfig) -> None:
     _require(0 <= c.seed < 2**63, f"--seed must be between 0 and 2**63 - 1, got {c.seed}")
     _require(c.dataset in DATASETS, f"--dataset {c.dataset!r} is unknown; pick one of: {', '.join(DATASETS)}")
     _require(c.image_size >= 0, f"--image-size must be 0 (native) or positive, got {c.image_size}")
-    _require(c.batch_size > 0, f"--batch-size must be positive, got {c.batch_size}")
+    _require(c.batch_size >= 0, f"--batch-size must be positive (0: the device's default), got {c.batch_size}")
     _require(c.lr > 0, f"--lr must be positive, got {c.lr}")
     _require(c.weight_decay >= 0, f"--weight-decay must be >= 0, got {c.weight_decay}")
     _require(c.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {c.warmup_steps}")
@@ -328,7 +391,7 @@ def validate(config: TrainConfig) -> None:
     _require(c.keep_checkpoints >= 1, f"--keep-checkpoints must be at least 1, got {c.keep_checkpoints}")
     _require(c.stop_after >= 0, f"--stop-after must be >= 0 (0 turns it off), got {c.stop_after}")
     _require(c.cpu_threads >= 0, f"--cpu-threads must be 0 (one per core) or positive, got {c.cpu_threads}")
-    _require(c.log_every >= 1, f"--log-every must be at least 1, got {c.log_every}")
+    _require(c.log_every >= 0, f"--log-every must be at least 1 (0: the device's default), got {c.log_every}")
     from tandem.train.run import check_run_name
 
     check_run_name(c.run_name)

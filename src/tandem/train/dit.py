@@ -89,7 +89,7 @@ class DiTStep(TrainStep):
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Step `step`'s images on the device, as floats in [-1, 1], and their labels."""
-        idx = self.plan.indices(step).to(self.data.train_images.device)
+        idx = self.plan.indices(step)
         x = self.augment(self.data.train_images[idx], self.generators["data"]).float() / 127.5 - 1
         return x, self.data.train_labels[idx]
 
@@ -102,7 +102,7 @@ class DiTStep(TrainStep):
 
 def train(c: DiTTrainConfig) -> RunResult:
     with Session("dit", c) as s:
-        return _train(s, c)
+        return _train(s, s.config)  # with the settings chosen for its device
 
 
 def _train(s: Session, c: DiTTrainConfig) -> RunResult:
@@ -118,7 +118,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         classifier.check_matches(c.dataset, data.num_classes, image_shape)
     resume = s.open_run({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
 
-    plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size)
+    plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     train_step = DiTStep.create(c, data, model, plan, s.generators, resume=resume, prepare=s.prepare)
     ema = train_step.ema
     if resume:

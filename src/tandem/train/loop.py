@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -87,10 +88,15 @@ def train_loop(
     end (the trainer draws the final one). Both are left out of img/s."""
     c = s.config
     step, window, metrics = s.start_step, LossWindow(), {}
+    s.loop_started()
     with StopSignal() as stop, s.progress(total_steps) as bar:
         while step < total_steps:
+            started = time.perf_counter()
             loss, grad_norm = train_step(step)
             step += 1
+            if c.compile and step == s.start_step + 1:
+                loss.item()  # waits for the compiled first step: its time is the compiler's
+                s.first_step_compiled(step, time.perf_counter() - started)
             bar.update()
 
             window.add(step, loss, grad_norm)
@@ -101,14 +107,15 @@ def train_loop(
                 # raises TrainingDiverged on a NaN/inf loss, before anything else is saved
                 s.log_window(step, window, bar, lr=lr())
             if evaluation_due:
-                with s.untimed():
+                with s.untimed("evaluate"):
                     metrics = evaluate(step)
                 s.log({"step": step, **metrics})
             if checkpoint_due:
                 s.save_checkpoint(step, training_state())
             if sample_every and step % sample_every == 0 and step < total_steps:
-                with s.untimed():
+                with s.untimed("sample"):
                     sample(step)
             if stopping:
                 break
+    s.loop_ended()
     return step, metrics

@@ -26,11 +26,14 @@ from tandem.train import distributed, memory
 from tandem.train.attempt import START, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest, restore_rng
 from tandem.train.checkpoint import load as load_checkpoint
-from tandem.train.config import TrainConfig, validate
+from tandem.train.config import TrainConfig, flag_text, resolve_for_device, validate
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
 from tandem.train.loggers import Loggers
 from tandem.train.loop import LossWindow, StopSignal
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
+
+# What a run spends time on between its steps (each is also logged in its final record as <part>_s).
+SPENT = ("checkpoint", "sample", "evaluate", "compile")
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -67,6 +70,8 @@ class Session:
         self._elapsed_before = 0.0
         self._last_log = (time.perf_counter(), 0)
         self._untimed = 0.0  # seconds spent checkpointing/sampling since the last log: not training
+        self.spent = {part: 0.0 for part in SPENT}  # this attempt's seconds in each, between its steps
+        self._loop = (0.0, 0, 0.0)  # the training loop's (start time, start step, seconds) in this attempt
 
     # -- setup --------------------------------------------------------------
 
@@ -79,9 +84,10 @@ class Session:
         ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
         self.print(f"device: {self.device} ({why}{ranks})")
         self.stale_image_warning()
-        if c.image_size:  # before the resize that would not fit
+        if c.image_size:  # before the resize that would not fit; the batch the device would choose at most
             patch = getattr(c, "patch_size", 0)
-            needed = memory.image_size_bytes(c.image_size, c.batch_size, patch)
+            batch = resolve_for_device(self.kind, c, self.device.type, self.layout.world_size)[0].batch_size
+            needed = memory.image_size_bytes(c.image_size, batch, patch)
             memory.require_fits(needed, self.device, f"--image-size {c.image_size}", "pass a smaller --image-size")
         self.data = self.load_data()
 
@@ -124,6 +130,13 @@ class Session:
         if problem:
             raise UsageError(problem)
         data = data or load()
+        self.config, chosen = resolve_for_device(
+            self.kind, c, self.device.type, self.layout.world_size, len(data.train_images)
+        )
+        c = self.config
+        if chosen:
+            shown = ", ".join(flag_text(name, value) for name, value in chosen.items())
+            self.print(f"chosen for {self.device.type}: {shown} (flags given override these)")
         if c.batch_size > len(data.train_images):
             raise UsageError(
                 f"--batch-size {c.batch_size} is larger than the {len(data.train_images)} training images of "
@@ -222,9 +235,12 @@ class Session:
         )
 
     def should_stop(self, step: int, stop: StopSignal) -> bool:
-        """SIGTERM / Ctrl-C, or --stop-after reached; all ranks agree."""
+        """SIGTERM / Ctrl-C, or --stop-after reached; all ranks agree. Several ranks compare their signals
+        at log intervals only (each comparison waits for the device), so a stop lands within --log-every."""
         c = self.config
         by_limit = bool(c.stop_after) and step - self.start_step >= c.stop_after
+        if self.layout.world_size > 1 and step % c.log_every and not by_limit:
+            return False
         requested = distributed.any_rank(stop.received is not None, self.device)
         if requested and self.is_main:
             self.print(f"{stop.received or 'stop signal'} received: checkpointing at step {step} and stopping")
@@ -264,13 +280,46 @@ class Session:
         return record
 
     @contextlib.contextmanager
-    def untimed(self):
-        """Work between steps (evaluation, sampling, checkpoints) that img/s should not count."""
+    def untimed(self, part: str):
+        """Work between steps (one of SPENT) that the logged img/s does not count; the end-to-end figure does."""
         start = time.perf_counter()
         try:
             yield
         finally:
-            self._untimed += time.perf_counter() - start
+            self._spend(part, time.perf_counter() - start)
+
+    def _spend(self, part: str, seconds: float) -> None:
+        self._untimed += seconds
+        self.spent[part] += seconds
+
+    def first_step_compiled(self, step: int, seconds: float) -> None:
+        """The first step under torch.compile, which waited for the compiler: logged, and left out of img/s."""
+        self._spend("compile", seconds)
+        self.log({"step": step, "compile_s": seconds})
+        self.print(f"torch.compile: the first step took {seconds:.1f}s (compiling)")
+
+    def loop_started(self) -> None:
+        self._loop = (time.perf_counter(), self.start_step, 0.0)
+
+    def loop_ended(self) -> None:
+        """The loop's last checkpoint is on disk: the end-to-end time ends here."""
+        if self.is_main:
+            with self.untimed("checkpoint"):
+                self.run.checkpoints.wait()
+        start, start_step, _ = self._loop
+        self._loop = (start, start_step, time.perf_counter() - start)
+
+    def timing(self, step: int) -> dict:
+        """Where this attempt's training time went, and img/s end to end: every step, checkpoint, sample
+        grid and evaluation between its first and last step, over the wall time."""
+        _, start_step, seconds = self._loop
+        images = (step - start_step) * self.config.batch_size
+        return {
+            "loop_s": seconds,
+            **{f"{part}_s": spent for part, spent in self.spent.items()},
+            "step_img_per_s": images / max(seconds - sum(self.spent.values()), 1e-9),
+            "end_to_end_img_per_s": images / max(seconds, 1e-9),
+        }
 
     def log(self, record: dict) -> None:
         if self.is_main and self.run is not None:
@@ -294,7 +343,7 @@ class Session:
                 **training_state,
             }
             self.last_checkpoint = self.run.checkpoints.save(state, step, background=True)
-            self._untimed += time.perf_counter() - start
+            self._spend("checkpoint", time.perf_counter() - start)
         return self.last_checkpoint
 
     # -- the end ------------------------------------------------------------
@@ -309,7 +358,8 @@ class Session:
                 self.print(f"warning: the ranks ended with different weights: {digests}")
         if self.is_main:
             self.run.checkpoints.wait()  # the last checkpoint is on disk (or its failure raised) before the end
-            self.log({"step": step, "final": True, "status": status, **metrics})
+            timing = self.timing(step)
+            self.log({"step": step, "final": True, "status": status, **metrics, "timing": timing})
             artifacts = {"loss_curve": self.run.plot_loss_curve(), **artifacts}
             if self.last_checkpoint:
                 artifacts["checkpoint"] = self.last_checkpoint
@@ -326,6 +376,7 @@ class Session:
             metrics=metrics,
             checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
             artifacts={k: str(v) for k, v in artifacts.items()},
+            timing=self.timing(step),
         )
 
     def __enter__(self) -> Session:
