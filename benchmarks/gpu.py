@@ -6,8 +6,9 @@
 1. `tandem check` twice: the two fingerprints' digests must be bit-identical (`tandem check --compare`).
 2. Bitwise resume on the device with deterministic kernels: a DiT run stopped halfway and resumed ends with
    the same parameters, bit for bit, as one run straight through.
-3. `benchmarks/throughput.py` (by its command line) with `--compile`: the classifier at batch 1024, DiT-S/2
-   and DiT-B/2 at 3x32x32 at batch 256.
+3. `benchmarks/throughput.py` (by its command line) with `--compile --end-to-end`: the classifier at batch
+   1024, DiT-S/2 and DiT-B/2 at 3x32x32 at batch 256; step img/s, MFU, and img/s end to end of a 200-step
+   run at the default cadence of checkpoints and sample grids.
 4. A short DiT run on digits through `tandem train dit`: wall time, img/s and final loss.
 5. With 2+ GPUs: a 2-rank NCCL DDP run through torchrun (skipped otherwise).
 
@@ -104,12 +105,14 @@ def step_throughput(out: Path, device: str, quick: bool) -> dict:
     bench = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", device]
     if quick:
         jobs = {"all": ["--trainers", "classifier,dit", "--dit-sizes", "tiny", "--shapes", "digits", "--steps", "2"]}
-        jobs["all"] += ["--warmup", "1"]
+        jobs["all"] += ["--warmup", "1", "--end-to-end", "--e2e-steps", "4"]
     else:
         jobs = {
             "classifier": ["--trainers", "classifier", "--shapes", "cifar", "--batch-size", "1024", "--compile"],
             "dit": ["--trainers", "dit", "--dit-sizes", "S,B", "--shapes", "cifar", "--batch-size", "256", "--compile"],
         }
+        for args in jobs.values():
+            args += ["--end-to-end", "--e2e-steps", "200"]
     rows, seconds, problems = [], 0.0, []
     for name, args in jobs.items():
         results = out / f"throughput-{name}.jsonl"
@@ -121,6 +124,7 @@ def step_throughput(out: Path, device: str, quick: bool) -> dict:
             rows += [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     figures = [
         {k: r.get(k) for k in ("model", "shape", "batch_size", "compile", "img_per_s", "step_ms", "mfu", "error")}
+        | {k: v for k, v in r.items() if k.startswith("e2e_")}
         for r in rows
     ]
     detail = "; ".join(
@@ -128,7 +132,8 @@ def step_throughput(out: Path, device: str, quick: bool) -> dict:
         + (
             r["error"]
             if r.get("error")
-            else f"{r['img_per_s']:,.0f} img/s" + (f", MFU {r['mfu']:.1%}" if r.get("mfu") else "")
+            else f"{r['img_per_s']:,.0f} img/s step, {r['e2e_img_per_s']:,.0f} end to end"
+            + (f", MFU {r['mfu']:.1%}" if r.get("mfu") else "")
         )
         for r in figures
     )

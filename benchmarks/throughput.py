@@ -11,6 +11,12 @@ and augmented on the device, the forward pass under the trainers' autocast (bf16
 backward, gradient-norm clipping, the optimizer and learning-rate scheduler steps, and for the DiT the
 EMA update. `--compile` wraps the model in `torch.compile` as `--compile` does in the trainers.
 
+With `--end-to-end`, each benchmark is also a real training run (`run_training`, in a scratch runs
+directory) at the same model, shape and batch with the trainer's default cadence of checkpoints, sample
+grids and evaluations: digits for the 1x8x8 shape, synthetic images for 3x32x32. It reports img/s end to
+end (every image trained over the loop's wall time, the last checkpoint's write included) beside the
+step figure, and the seconds spent checkpointing, sampling, evaluating and compiling.
+
 Warm-up steps (which include compilation) are excluded; the timed steps are bracketed by
 `torch.cuda.synchronize()` on CUDA. FLOPs per image are counted by `torch.utils.flop_counter.FlopCounterMode`
 on one forward+backward of the loss (matmuls, convolutions and attention; attention is counted through
@@ -32,9 +38,11 @@ import dataclasses
 import datetime
 import itertools
 import json
+import math
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +55,9 @@ from tqdm import tqdm
 import tandem
 from tandem.data import load_dataset
 from tandem.models import DIT_SIZES, build_dit
-from tandem.train import classifier, dit
+from tandem.train import classifier, dit, run_training
 from tandem.train.batches import BatchPlan
-from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+from tandem.train.config import CONFIGS, ClassifierTrainConfig, DiTTrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism
 from tandem.train.evaluate import channel_stats
 from tandem.train.loop import LossWindow
@@ -79,6 +87,7 @@ class Bench:
     count_flops: Callable[[], float]  # FLOPs of one forward+backward on a small batch, per image
     window: LossWindow  # the losses of the timed steps, checked for NaN at the end
     params: int
+    train_step: classifier.ClassifierStep | dit.DiTStep
 
 
 def source_state() -> dict:
@@ -149,7 +158,31 @@ def bench_of(train_step: classifier.ClassifierStep | dit.DiTStep) -> Bench:
         train_step.optimizer.zero_grad(set_to_none=True)
         return flops
 
-    return Bench(step, count_flops, window, sum(p.numel() for p in train_step.model.parameters()))
+    return Bench(step, count_flops, window, sum(p.numel() for p in train_step.model.parameters()), train_step)
+
+
+def end_to_end(trainer: str, size, shape_name: str, patch: int, batch_size: int, device, compile, steps: int) -> dict:
+    """A real run of `steps` steps (the classifier: whole epochs, at least `steps`) at the trainer's default
+    cadence; its timing: img/s end to end and where the time between steps went."""
+    data = {"dataset": "digits"} if shape_name == "digits" else {"dataset": "synthetic"}
+    with tempfile.TemporaryDirectory() as scratch:
+        common = dict(
+            **data, batch_size=batch_size, device=str(device), compile=compile, runs_dir=scratch,
+            data_dir=str(Path(scratch) / "data"), run_name="e2e", loggers="none",
+        )  # fmt: skip
+        if trainer == "dit":
+            config = DiTTrainConfig(**common, size=size, patch_size=patch, steps=steps)
+        else:
+            images = 1437 if shape_name == "digits" else 2048  # the training sets of digits and synthetic
+            config = ClassifierTrainConfig(**common, epochs=math.ceil(steps / max(images // batch_size, 1)))
+        result = run_training(trainer, config)
+    timing = result.timing
+    return {
+        "e2e_steps": result.step,
+        "e2e_img_per_s": timing["end_to_end_img_per_s"],
+        "e2e_step_img_per_s": timing["step_img_per_s"],
+        **{f"e2e_{k}": v for k, v in timing.items() if k.endswith("_s")},
+    }
 
 
 def sync(device):
@@ -226,18 +259,22 @@ def rate(img_per_s: float) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| model | shape | batch | img/s | ms/step | GFLOP/img | TFLOP/s | MFU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | shape | batch | img/s | ms/step | GFLOP/img | TFLOP/s | MFU | end to end img/s | checkpoint / sample / eval / compile s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
         if "error" in r:
-            lines.append(f"| {r['model']} | {shape} | {r['batch_size']} | {r['error']} | | | | |")
+            lines.append(f"| {r['model']} | {shape} | {r['batch_size']} | {r['error']} | | | | | | |")
             continue
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") is not None else "-"
+        e2e, spent = "-", "-"
+        if "e2e_img_per_s" in r:
+            e2e = f"{rate(r['e2e_img_per_s'])} ({r['e2e_steps']} steps)"
+            spent = " / ".join(f"{r[f'e2e_{part}_s']:.1f}" for part in ("checkpoint", "sample", "evaluate", "compile"))
         lines.append(
             f"| {r['model']} | {shape} | {r['batch_size']} | {rate(r['img_per_s'])} | {r['step_ms']:,.0f} | "
-            f"{r['flops_per_image'] / 1e9:.3g} | {r['achieved_tflops']:.3g} | {mfu} |"
+            f"{r['flops_per_image'] / 1e9:.3g} | {r['achieved_tflops']:.3g} | {mfu} | {e2e} | {spent} |"
         )
     return "\n".join(lines)
 
@@ -253,12 +290,19 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--shapes", default="cifar,digits", help="comma-separated: cifar (3x32x32), digits (1x8x8)")
     parser.add_argument(
-        "--batch-size", type=int, default=0, help="images per step (0: each trainer's default, 128 classifier / 64 DiT)"
+        "--batch-size",
+        type=int,
+        default=0,
+        help="images per step (0: each trainer's default on the device, e.g. 128 classifier / 64 DiT on CPU)",
     )
     parser.add_argument("--patch-size", type=int, default=0, help="DiT patch size (0: 2 at 32x32, 4 at 8x8)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per benchmark")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as the trainers' --compile")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="also a real run per benchmark at the default cadence (see above)"
+    )
+    parser.add_argument("--e2e-steps", type=int, default=300, help="steps of each --end-to-end run")
     parser.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
     parser.add_argument(
         "--cpu-threads",
@@ -291,9 +335,7 @@ def main(argv=None) -> int:
     out.write_text("")
     for trainer, size, shape_name in plan_runs(args, device):
         shape = SHAPES[shape_name]
-        batch_size = (
-            args.batch_size or (ClassifierTrainConfig if trainer == "classifier" else DiTTrainConfig)().batch_size
-        )
+        batch_size = args.batch_size or resolve_for_device(trainer, CONFIGS[trainer](), device.type)[0].batch_size
         patch = args.patch_size or DEFAULT_PATCH[shape_name]
         model = "classifier (airbench)" if trainer == "classifier" else f"DiT-{size}/{patch}"
         record = {
@@ -318,10 +360,15 @@ def main(argv=None) -> int:
                 bench = classifier_bench(shape, batch_size, device, args.compile)
             else:
                 bench = dit_bench(size, shape, patch, batch_size, device, args.compile)
-            flops = bench.count_flops()
+            flops, params = bench.count_flops(), bench.params
             record.update(measure(bench, device, batch_size, args.warmup, args.steps, f"{model} {shape_name}"))
+            if args.end_to_end:
+                bench = None  # its model and optimizer state leave the device first
+                record.update(
+                    end_to_end(trainer, size, shape_name, patch, batch_size, device, args.compile, args.e2e_steps)
+                )
             record.update(
-                params=bench.params,
+                params=params,
                 flops_per_image=flops,
                 achieved_tflops=flops * record["img_per_s"] / 1e12,
                 peak_flops=peak,

@@ -26,7 +26,7 @@ def test_quick_run_writes_its_json_and_markdown(tmp_path):
     assert steps["bitwise resume"]["detail"] == "parameters bitwise equal after 20 steps"
     models = [(r["model"], r["shape"]) for r in steps["throughput"]["results"]]
     assert models == [("classifier (airbench)", [1, 8, 8]), ("DiT-tiny/4", [1, 8, 8])]
-    assert all(r["img_per_s"] > 0 for r in steps["throughput"]["results"])
+    assert all(r["img_per_s"] > 0 and r["e2e_img_per_s"] > 0 for r in steps["throughput"]["results"])
     assert steps["digits DiT run"]["steps"] == 6 and steps["digits DiT run"]["final_loss"] > 0
 
     table = (tmp_path / "out" / "gpu.md").read_text().splitlines()

@@ -161,7 +161,11 @@ class DiTTrainConfig(TrainConfig):
         "logit-normal", help="distribution of training timesteps", choices=TIMESTEP_SCHEDULES
     )
     checkpoint_every: int = default("checkpoint_every", 100)
-    sample_every: int = setting(100, help="save a sample grid every this many steps (0: only at the end)")
+    sample_every: int = setting(
+        200,
+        help="save a sample grid every this many steps (0: only at the end); each grid of the digits defaults "
+        "costs about as much as 20 training steps",
+    )
     samples_per_class: int = setting(8, help="columns of the sample grid (one row per class)")
     sample_steps: int = setting(16, help="ODE solver steps when sampling")
     solver: str = setting("heun", help="ODE solver for sampling", choices=SOLVERS)
