@@ -26,6 +26,7 @@ COMMON = dict(
     run_name="check",
     deterministic=True,
     amp=False,
+    compile=False,  # eager on every device: seconds, and the same kernels as the CPU's reference
     seed=0,
     log_every=1,
     checkpoint_every=0,
