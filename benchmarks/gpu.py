@@ -4,7 +4,7 @@
     python benchmarks/gpu.py --out /tmp/gpu-quick --quick  # the same steps on the CPU at tiny sizes (CI)
 
 1. `tandem check` twice: the two fingerprints' digests must be bit-identical (`tandem check --compare`).
-2. Bitwise resume on the device with deterministic kernels: a DiT run stopped halfway and resumed ends with
+2. Bitwise resume on the device with deterministic kernels (eager): a DiT run stopped halfway and resumed ends with
    the same parameters, bit for bit, as one run straight through.
 3. `benchmarks/throughput.py` (by its command line) with `--compile --end-to-end`: the classifier at batch
    1024, DiT-S/2 and DiT-B/2 at 3x32x32 at batch 256; step img/s, MFU, and img/s end to end of a 200-step
@@ -79,6 +79,7 @@ def _digests(section) -> list[str]:
 def step_resume(out: Path, device: str, quick: bool) -> dict:
     runs = out / "resume-runs"
     common = ["train", "dit", "--dataset", "digits", "--device", device, "--deterministic", "--steps", "20"]
+    common += ["--no-compile"]  # the kernels' determinism, not the compiler's; and three compiles cost minutes
     common += ["--checkpoint-every", "10", "--sample-every", "0", "--log-every", "5", "--runs-dir", str(runs)]
     common += QUICK_DIT if quick else ["--batch-size", "64"]
     seconds = 0.0
