@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from throughput import classifier_bench, dit_bench
+from throughput import LONG_RUN, classifier_bench, dit_bench
 
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.device import choose_device
+from tandem.train.schedule import lr_scheduler
 
 SHAPE = (1, 8, 8)  # digits
 
@@ -40,7 +41,7 @@ def plain_dit_step(bench, c: DiTTrainConfig):
     step_obj = bench.train_step
     model, data = step_obj.model, step_obj.data
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / c.warmup_steps))
+    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
     generator = torch.Generator(data.train_images.device).manual_seed(1)
     order = torch.randperm(len(data.train_images))
@@ -72,7 +73,7 @@ def plain_classifier_step(bench, c: ClassifierTrainConfig):
     optimizer = torch.optim.SGD(
         model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / c.warmup_steps))
+    scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=LONG_RUN)
     order = torch.randperm(len(data.train_images))
     state = {"step": 0}
 

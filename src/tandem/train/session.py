@@ -90,6 +90,7 @@ class Session:
             needed = memory.image_size_bytes(c.image_size, batch, patch)
             memory.require_fits(needed, self.device, f"--image-size {c.image_size}", "pass a smaller --image-size")
         self.data = self.load_data()
+        self.choose_for_device()
 
         # The global generators get the same seed on every rank, so every rank builds the same initial
         # weights (the loops build their model right after this); per-rank randomness comes from these:
@@ -129,20 +130,23 @@ class Session:
         problem = distributed.gather(problem)[0]  # also makes the other ranks wait for the download
         if problem:
             raise UsageError(problem)
-        data = data or load()
+        return (data or load()).to(self.device)
+
+    def choose_for_device(self) -> None:
+        """Fill in the settings left to the device (batch size, log interval, compile), now that the data's
+        size is known; they are recorded in config.json with the rest."""
         self.config, chosen = resolve_for_device(
-            self.kind, c, self.device.type, self.layout.world_size, len(data.train_images)
+            self.kind, self.config, self.device.type, self.layout.world_size, len(self.data.train_images)
         )
         c = self.config
         if chosen:
             shown = ", ".join(flag_text(name, value) for name, value in chosen.items())
             self.print(f"chosen for {self.device.type}: {shown} (flags given override these)")
-        if c.batch_size > len(data.train_images):
+        if c.batch_size > len(self.data.train_images):
             raise UsageError(
-                f"--batch-size {c.batch_size} is larger than the {len(data.train_images)} training images of "
+                f"--batch-size {c.batch_size} is larger than the {len(self.data.train_images)} training images of "
                 f"{c.dataset}; pass a smaller --batch-size"
             )
-        return data.to(self.device)
 
     def open_run(self, identity: dict, flags: dict[str, str], total_steps: int | None = None) -> dict | None:
         """Claim the run directory (its lock) and decide what this attempt does to it (plan_attempt: start,
@@ -356,9 +360,9 @@ class Session:
             metrics = {**metrics, "rank_weight_digests": digests, "ranks_identical": len(set(digests)) == 1}
             if len(set(digests)) > 1:
                 self.print(f"warning: the ranks ended with different weights: {digests}")
+        timing = self.timing(step)
         if self.is_main:
             self.run.checkpoints.wait()  # the last checkpoint is on disk (or its failure raised) before the end
-            timing = self.timing(step)
             self.log({"step": step, "final": True, "status": status, **metrics, "timing": timing})
             artifacts = {"loss_curve": self.run.plot_loss_curve(), **artifacts}
             if self.last_checkpoint:
@@ -376,7 +380,7 @@ class Session:
             metrics=metrics,
             checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
             artifacts={k: str(v) for k, v in artifacts.items()},
-            timing=self.timing(step),
+            timing=timing,
         )
 
     def __enter__(self) -> Session:
