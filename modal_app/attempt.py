@@ -1,10 +1,13 @@
 """One attempt of a training call, inside a Function: `tandem train` (or torchrun over several GPUs) as a
 child process, supervised.
 
-- The child is its own process group; every way the attempt ends stops all of it: Modal's
-  InputCancellation or a timeout (BaseExceptions raised into this process), preemption (SIGTERM, passed
-  on), or our own deadline. Stopping is SIGTERM (the trainer checkpoints and exits), then SIGKILL after a
-  grace period, and only then is the runs Volume committed.
+- Every way the attempt ends stops the whole job, torchrun's ranks included (they run in sessions of
+  their own, so the job is tracked as a process tree, not a group): Modal's InputCancellation or a
+  timeout (BaseExceptions raised into this process), preemption (SIGINT, then SIGKILL 30 s later), or
+  our own deadline. Stopping is SIGTERM (each rank checkpoints and records its stop), then SIGKILL to
+  every process of the tree after a grace short enough for the Volume commit to land before Modal's kill.
+- How the attempt ended comes from the run's result.json, which the trainer writes with every rank's
+  status, never from an exit code alone: torchrun exits 1 after a stop that every rank recorded.
 - A run that would outlast this call's timeout is stopped shortly before it, with a checkpoint, and
   continues in a new call of the same Function (`.spawn`), which resumes from that checkpoint.
 - A run stopped by a signal raises RunInterrupted, so Modal retries the call; the retry resumes.
@@ -19,18 +22,36 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import modal
 
 COMMIT_INTERVAL = 5.0  # seconds between looks for a new checkpoint to commit
-STOP_GRACE = 30.0  # seconds a stopped job has to checkpoint and exit before it is killed
+MODAL_KILL_AFTER = 30.0  # Modal's SIGKILL follows its preemption SIGINT by this much
+COMMIT_RESERVE = 10.0  # kept for the Volume commit after the job is gone
+STOP_GRACE = MODAL_KILL_AFTER - COMMIT_RESERVE  # seconds a stopped job has to checkpoint and exit
 
 
 class RunInterrupted(RuntimeError):
     """The trainer stopped on a signal (preemption, shutdown) after writing a checkpoint. Raised so that
     Modal retries the call, and the retry resumes from that checkpoint."""
+
+
+@dataclasses.dataclass
+class JobEnd:
+    """How the child process ended, as this supervisor saw it."""
+
+    code: int
+    out_of_time: bool = False  # our deadline stopped it
+    signal: str | None = None  # the signal that reached this call and was passed on as a stop
+    killed: bool = False  # some of it outlived the grace and was killed
+    last_error: str = ""  # its last line on stderr (tandem's one-line error)
+
+    @property
+    def stopped_by_us(self) -> bool:
+        return self.out_of_time or self.signal is not None
 
 
 def train_here(kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None) -> dict:
@@ -41,27 +62,37 @@ def train_here(kind: str, values: dict, placement, next_call, commit, given: lis
     from tandem.errors import UsageError
     from tandem.train import CONFIGS
     from tandem.train.config import config_from_dict
+    from tandem.train.run import RunDir
 
     try:
         config = resume_if_started(kind, config_from_dict(CONFIGS[kind], values), given)
     except UsageError as exc:
         return {"kind": kind, "status": "error", "message": str(exc)}
     run_dir = Path(config.runs_dir) / config.run_name
+    start_step = newest_checkpoint_step(RunDir(run_dir))
     deadline = None if modal.is_local() else time.monotonic() + placement.timeout - stop_margin(placement.timeout)
-    code, out_of_time, last_error = run_attempt(
-        trainer_command(kind, config, placement.count), run_dir, commit, deadline
-    )
-    if code == 2:  # bad input (tandem's UsageError): retrying cannot help
-        return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": last_error}
-    result = result_from_run_dir(kind, run_dir, code)
-    if result["status"] == "stopped" and out_of_time:
+    attempt_id = uuid.uuid4().hex
+    end = run_attempt(trainer_command(kind, config, placement.count), run_dir, commit, deadline, attempt_id=attempt_id)
+    if end.code == 2 and not end.stopped_by_us:  # bad input (tandem's UsageError): retrying cannot help
+        return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": end.last_error}
+    result = attempt_result(kind, run_dir, end, attempt_id)
+    if result["status"] in ("stopped", "interrupted") and end.out_of_time:
+        if (result["step"] or 0) <= start_step:
+            return {
+                **result,
+                "status": "error",
+                "message": f"the call's time ran out before {run_dir.name} trained past step {start_step}; "
+                "raise --timeout so that one call has time to start and checkpoint",
+            }
         following = next_call.with_options(**placement.options()).spawn(
             dataclasses.asdict(dataclasses.replace(config, resume=True)), placement.as_dict()
         )
         print(f"{run_dir} continues from step {result['step']} in call {following.object_id}")
         return {**result, "status": "continued", "call_id": following.object_id}
-    if result["status"] == "stopped" and not config.stop_after:
-        raise RunInterrupted(f"{kind} run {run_dir} stopped at step {result['step']} by a signal; resume it")
+    if result["status"] == "interrupted" or (result["status"] == "stopped" and end.signal):
+        raise RunInterrupted(
+            f"{kind} run {run_dir} stopped at step {result['step']} by {end.signal or 'a signal'}; resume it"
+        )
     return result
 
 
@@ -83,6 +114,11 @@ def resume_if_started(kind: str, config, given: list[str] | None = None):
     return dataclasses.replace(attempt.config, run_name=attempt.run_dir.name, resume=attempt.action != START)
 
 
+def newest_checkpoint_step(run) -> int:
+    found = run.checkpoints.existing() if run.checkpoints.directory.is_dir() else []
+    return found[-1][0] if found else 0
+
+
 # -----------------------------------------------------------------------------
 # the child process
 
@@ -95,52 +131,146 @@ def trainer_command(kind: str, config, gpus: int) -> list[str]:
     return [sys.executable, *launcher, "-m", "tandem", "train", kind, *config_to_argv(config)]
 
 
-def run_attempt(command: list[str], run_dir: Path, commit, deadline: float | None, grace: float = STOP_GRACE):
+def run_attempt(
+    command: list[str], run_dir: Path, commit, deadline: float | None, grace: float = STOP_GRACE, attempt_id=None
+) -> JobEnd:
     """Run the job, committing after each new checkpoint and once more after the job is gone, however the
-    attempt ends. Returns (exit code, whether the deadline stopped it, its last line on stderr)."""
+    attempt ends."""
     with commit_on_checkpoint(run_dir / "checkpoints", commit):
-        return run_job(command, deadline, grace)
+        return run_job(command, deadline, grace, attempt_id)
 
 
-def run_job(command: list[str], deadline: float | None, grace: float = STOP_GRACE) -> tuple[int, bool, str]:
+def run_job(command: list[str], deadline: float | None, grace: float = STOP_GRACE, attempt_id=None) -> JobEnd:
     """The job in its own process group, its stderr passed through; SIGTERM at `deadline` (monotonic
-    seconds). Any exception raised into this process meanwhile stops the job before it goes on."""
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
-    tail = StderrTail(process.stderr)
-    out_of_time = False
+    seconds) or when SIGINT/SIGTERM reaches this process, and SIGKILL to all of it `grace` seconds after
+    a signal. Any exception raised into this process meanwhile stops the job before it goes on."""
+    from tandem.train.session import ATTEMPT_VARIABLE
+
+    env = {**os.environ, ATTEMPT_VARIABLE: attempt_id} if attempt_id else None
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True, env=env
+    )
+    tree, tail = ProcessTree(process.pid), StderrTail(process.stderr)
+    end, kill_at = JobEnd(code=0), None
     try:
-        with forward_signals(process):
+        with forward_signals(process, tree) as received:
             while True:
-                wait = None if deadline is None or out_of_time else max(0.0, deadline - time.monotonic())
+                tree.refresh()
+                if received and kill_at is None:
+                    end.signal, kill_at = received[0], received[1] + grace
+                wakes = [t for t in (None if end.out_of_time else deadline, kill_at) if t is not None]
+                wait = min(1.0, max(0.0, min(wakes) - time.monotonic())) if wakes else 1.0
                 try:
-                    code = process.wait(wait)
+                    end.code = process.wait(wait)
+                    end.signal = received[0] if received else None
                     break
                 except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if kill_at is not None and now >= kill_at:
+                    print(f"the trainer did not stop within {grace:.0f} s: killing it", file=sys.stderr)
+                    end.killed = tree.kill()
+                    kill_at = float("inf")
+                elif deadline is not None and not end.out_of_time and now >= deadline:
                     print("this call's time is nearly up: stopping the trainer at a checkpoint", file=sys.stderr)
-                    out_of_time = True
-                    signal_group(process, signal.SIGTERM)
+                    end.out_of_time = True
+                    tree.stop()
     except BaseException:
-        stop_job(process, grace)
+        stop_job(process, tree, grace)
         raise
     finally:
-        tail.join(timeout=10)  # a rank that escaped the group could hold the pipe open
-    return code, out_of_time, tail.last
+        if tree.kill():  # ranks that outlived their launcher (a crash, a kill): none may train on unwatched
+            end.killed = True
+        tail.join(timeout=10)
+    end.last_error = tail.last
+    return end
 
 
-def stop_job(process: subprocess.Popen, grace: float) -> None:
-    """SIGTERM to the whole job (its ranks checkpoint and exit), then SIGKILL to what is left after `grace`."""
-    signal_group(process, signal.SIGTERM)
+def stop_job(process: subprocess.Popen, tree: ProcessTree, grace: float) -> None:
+    """SIGTERM to the job (its ranks checkpoint and exit), then SIGKILL to what is left after `grace`."""
+    tree.stop()
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:
         print(f"the trainer did not stop within {grace:.0f} s: killing it", file=sys.stderr)
-    signal_group(process, signal.SIGKILL)  # also any rank that outlived its launcher
+    tree.kill()
     process.wait()
 
 
-def signal_group(process: subprocess.Popen, sig: int) -> None:
+class ProcessTree:
+    """The job's processes: the launcher and everything it started, remembered as they are seen, so that
+    ranks in sessions of their own (torchrun starts them so) and ranks whose launcher died are still
+    reached. A process is named by (pid, start time), so a reused pid is never signalled."""
+
+    def __init__(self, root: int):
+        self.root = root
+        table = process_table()
+        self.known: set[tuple[int, int]] = {(root, table[root].started)} if root in table else set()
+
+    def _living(self, table: dict) -> set[int]:
+        return {pid for pid, started in self.known if pid in table and table[pid].started == started}
+
+    def refresh(self) -> None:
+        table = process_table()
+        members = self._living(table)
+        while children := {pid for pid, p in table.items() if p.parent in members and pid not in members}:
+            members |= children
+        self.known |= {(pid, table[pid].started) for pid in members if pid in table}
+
+    def stop(self) -> None:
+        """SIGTERM once to each process: the launcher's group (torchrun passes it on to its ranks) and any
+        rank whose launcher is gone."""
+        self.refresh()
+        table = process_table()
+        living = self._living(table)
+        signal_group(self.root, signal.SIGTERM)
+        for pid in living:
+            if table[pid].group != self.root and table[pid].parent not in living:
+                send(pid, signal.SIGTERM)
+
+    def kill(self) -> bool:
+        """SIGKILL to every process of the job still alive; whether any but the launcher was."""
+        self.refresh()
+        signal_group(self.root, signal.SIGKILL)
+        living = self._living(process_table()) - {self.root}
+        for pid in living:
+            send(pid, signal.SIGKILL)
+        return bool(living)
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    parent: int
+    group: int
+    started: int  # clock ticks after boot
+
+
+def process_table() -> dict[int, Process]:
+    """The living processes, from /proc (Linux: Modal, Docker); zombies are dead already."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+        if fields[0] not in ("Z", "X"):
+            table[int(entry.name)] = Process(parent=int(fields[1]), group=int(fields[2]), started=int(fields[19]))
+    return table
+
+
+def send(pid: int, sig: int) -> None:
     try:
-        os.killpg(process.pid, sig)
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):  # the group is gone already
         pass
 
@@ -161,45 +291,59 @@ class StderrTail(threading.Thread):
 
 
 @contextmanager
-def forward_signals(process: subprocess.Popen):
-    """SIGTERM / SIGINT reach the job, whose ranks checkpoint and exit."""
+def forward_signals(process: subprocess.Popen, tree: ProcessTree):
+    """SIGTERM / SIGINT (Modal's preemption) become one SIGTERM to every rank, which checkpoints and
+    exits; yields a list that gets (signal name, monotonic time) of the first one."""
+    received: list = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
+
+    def handle(signum, frame) -> None:
+        if not received:
+            received.extend([signal.Signals(signum).name, time.monotonic()])
+            tree.stop()
+
     signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.signal(sig, lambda signum, frame: signal_group(process, signum)) for sig in signals}
+    previous = {sig: signal.signal(sig, handle) for sig in signals}
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def result_from_run_dir(kind: str, run_dir: Path, returncode: int) -> dict:
-    """What run_training returns, rebuilt from the files the job left: its final metrics record."""
+def attempt_result(kind: str, run_dir: Path, end: JobEnd, attempt_id: str) -> dict:
+    """What run_training returned in the child, from the result.json this attempt's trainer wrote; when it
+    wrote none and was stopped by us (a signal, the deadline), "interrupted": the run resumes from its
+    newest complete checkpoint. Anything else is a crash."""
     from tandem.train.run import RunDir
 
     run = RunDir(run_dir)
-    records = run.read_metrics() if run_dir.is_dir() else []
-    if any(r.get("diverged") for r in records):
-        return {"kind": kind, "run_dir": str(run_dir), "status": "diverged", "message": "loss became NaN/inf"}
-    final = next((r for r in reversed(records) if r.get("final")), None)
-    if returncode != 0 or final is None:
-        raise RuntimeError(f"the trainer exited with code {returncode} before {run_dir} was finished")
-    found = run.checkpoints.existing()
-    metrics = {k: v for k, v in final.items() if k not in ("step", "final", "status")}
-    artifacts = {"loss_curve": str(run.loss_curve_path)}
-    if samples := sorted(run.samples_dir.glob("*.png")):
-        artifacts["samples"] = str(samples[-1])
-    return {
-        "kind": kind,
-        "run_dir": str(run_dir),
-        "status": final["status"],
-        "step": final["step"],
-        "metrics": metrics,
-        "checkpoint": str(found[-1][1]) if found else None,
-        "artifacts": artifacts,
-    }
+    result = run.read_result()
+    if result is not None and result.get("attempt") == attempt_id:
+        statuses = {rank.get("status") for rank in result["ranks"]}
+        if statuses != {result["status"]}:
+            raise RuntimeError(f"the ranks of {run_dir} disagree on how the attempt ended: {result['ranks']}")
+        if end.code != 0 and result["status"] == "completed":
+            print(f"note: the trainer exited with code {end.code} after it completed {run_dir}", file=sys.stderr)
+        return {
+            k: result[k]
+            for k in ("kind", "run_dir", "status", "step", "metrics", "checkpoint", "artifacts", "message")
+            if k in result
+        }
+    if end.stopped_by_us:
+        step = newest_checkpoint_step(run)
+        found = run.checkpoints.existing() if run.checkpoints.directory.is_dir() else []
+        return {
+            "kind": kind,
+            "run_dir": str(run_dir),
+            "status": "interrupted",
+            "step": step,
+            "checkpoint": str(found[-1][1]) if found else None,
+        }
+    why = f": {end.last_error}" if end.last_error else ""
+    raise RuntimeError(f"the trainer exited with code {end.code} before {run_dir} was finished{why}")
 
 
 # -----------------------------------------------------------------------------

@@ -103,12 +103,12 @@ def test_a_cancelled_attempt_leaves_no_process_and_a_complete_checkpoint(tmp_pat
 
 def test_the_job_is_stopped_at_the_deadline_and_says_so(tmp_path):
     script = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(30)"
-    code, out_of_time, _ = attempt.run_job([sys.executable, "-c", script], time.monotonic() + 1.0, grace=5)
-    assert (code, out_of_time) == (0, True)
-    code, out_of_time, last = attempt.run_job(
+    end = attempt.run_job([sys.executable, "-c", script], time.monotonic() + 1.0, grace=5)
+    assert (end.code, end.out_of_time, end.signal, end.killed) == (0, True, None, False)
+    end = attempt.run_job(
         [sys.executable, "-c", "import sys; print('first', file=sys.stderr); sys.exit('tandem: bad')"], None
     )
-    assert (code, out_of_time, last) == (1, False, "tandem: bad")
+    assert (end.code, end.out_of_time, end.last_error) == (1, False, "tandem: bad")
 
 
 def test_signals_reach_the_job(tmp_path):
@@ -120,8 +120,8 @@ def test_signals_reach_the_job(tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_soon).start()
-    outcome["code"], _, _ = attempt.run_job([sys.executable, "-c", script], None)
-    assert outcome["code"] == -signal.SIGTERM
+    outcome["end"] = attempt.run_job([sys.executable, "-c", script], None)
+    assert (outcome["end"].code, outcome["end"].signal) == (-signal.SIGTERM, "SIGTERM")
 
 
 def test_the_volume_is_committed_after_each_checkpoint_and_at_the_end(tmp_path):
@@ -253,10 +253,10 @@ def test_a_run_stopped_by_a_signal_raises_so_modal_retries_it(tmp_path, in_a_con
 
     def preempt_soon():
         wait_for(lambda: CheckpointDir(tmp_path / "s" / "checkpoints").existing(), 120, "a checkpoint")
-        os.kill(os.getpid(), signal.SIGTERM)  # what Modal sends a preempted container
+        os.kill(os.getpid(), signal.SIGINT)  # what Modal sends a preempted container
 
     threading.Thread(target=preempt_soon, daemon=True).start()
-    with pytest.raises(attempt.RunInterrupted, match="stopped at step .* by a signal"):
+    with pytest.raises(attempt.RunInterrupted, match="stopped at step .* by SIGINT"):
         functions.train_dit.local(config, place.as_dict())
 
 

@@ -7,6 +7,8 @@ runs/<run>/checkpoints/       step_<N>.pt, the last --keep-checkpoints of them
 runs/<run>/metrics.jsonl      one JSON object per logged step / epoch / final evaluation
 runs/<run>/loss_curve.png     training loss (and test accuracy), learning rate and resumes against step
 runs/<run>/samples/           DiT sample grids, step_<N>.png, and latest.png a copy of the newest
+runs/<run>/result.json        how the last attempt ended (completed, stopped, diverged), as every rank saw
+                              it: what a supervisor reads, never an exit code alone
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class RunDir:
         self.metrics_path = self.path / "metrics.jsonl"
         self.loss_curve_path = self.path / "loss_curve.png"
         self.samples_dir = self.path / "samples"
+        self.result_path = self.path / "result.json"
 
     # -- choosing the directory (nothing is created here) ---------------------
 
@@ -124,6 +127,14 @@ class RunDir:
             return None
         return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
 
+    def read_result(self) -> dict | None:
+        """result.json as a dict, or None when there is none (the attempt ended before it could say how)."""
+        try:
+            result = json.loads(self.result_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) and isinstance(result.get("ranks"), list) else None
+
     def recorded_kind(self) -> str | None:
         record = self.read_record()
         return record.get("kind") if record else None
@@ -156,6 +167,14 @@ class RunDir:
     def write_config(self, resolved: dict) -> None:
         text = json.dumps(resolved, indent=2, sort_keys=True) + "\n"
         atomic_write(self.config_path, lambda f: f.write(text.encode()))
+
+    def write_result(self, result: dict) -> None:
+        text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+        atomic_write(self.result_path, lambda f: f.write(text.encode()))
+
+    def forget_result(self) -> None:
+        """A new attempt starts: the last one's result no longer says how the run stands."""
+        self.result_path.unlink(missing_ok=True)
 
     def log(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:

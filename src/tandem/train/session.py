@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ from tandem.train.device import choose_device, configure_determinism, derive_see
 from tandem.train.loggers import Loggers
 from tandem.train.loop import LossWindow, StopSignal
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
+
+# Set by a supervisor (the Modal target) to tell its attempt's result.json from an earlier one's.
+ATTEMPT_VARIABLE = "TANDEM_ATTEMPT_ID"
 
 # What a run spends time on between its steps (each is also logged in its final record as <part>_s).
 SPENT = ("checkpoint", "sample", "evaluate", "compile")
@@ -182,6 +186,7 @@ class Session:
 
         if self.is_main:
             run.create()
+            run.forget_result()
             if attempt.action != START:
                 run.rewind_metrics(self.start_step, records=records)
                 run.checkpoints.remove_temporaries()
@@ -259,6 +264,8 @@ class Session:
         first_bad = distributed.min_all(float("inf") if bad is None else bad, self.device)
         if first_bad != float("inf"):
             self.log({"step": int(first_bad), "diverged": True})
+            diverged = {"kind": self.kind, "run_dir": str(self.run.path), "status": "diverged", "step": int(first_bad)}
+            self.record_result("diverged", int(first_bad), {**diverged, "message": "loss became NaN/inf"})
             if self.is_main:
                 self.run.plot_loss_curve()
             raise TrainingDiverged(int(first_bad), self.last_checkpoint)
@@ -355,8 +362,10 @@ class Session:
     def finish(
         self, status: str, step: int, metrics: dict, artifacts: dict[str, Path], model: torch.nn.Module
     ) -> RunResult:
+        ranks = None
         if self.layout.enabled:  # DDP keeps the ranks' weights identical; check that it did
-            digests = distributed.gather(weights_digest(model))
+            ranks = distributed.gather({"status": status, "step": step, "weights": weights_digest(model)})
+            digests = [end["weights"] for end in ranks]
             metrics = {**metrics, "rank_weight_digests": digests, "ranks_identical": len(set(digests)) == 1}
             if len(set(digests)) > 1:
                 self.print(f"warning: the ranks ended with different weights: {digests}")
@@ -372,7 +381,7 @@ class Session:
             if status == "stopped":
                 self.print(f"continue with: {resume_command(self.kind, self.run.path, self.layout.world_size)}")
             self.print(f"run directory: {self.run.path}")
-        return RunResult(
+        result = RunResult(
             kind=self.kind,
             run_dir=str(self.run.path),
             status=status,
@@ -382,6 +391,18 @@ class Session:
             artifacts={k: str(v) for k, v in artifacts.items()},
             timing=timing,
         )
+        self.record_result(status, step, dataclasses.asdict(result), ranks)
+        return result
+
+    def record_result(self, status: str, step: int, result: dict, ranks: list[dict] | None = None) -> None:
+        """result.json: how this attempt ended, with each rank's own status and step (collective when
+        `ranks` is None on several ranks). A supervisor reads this, not the launcher's exit code: torchrun
+        exits non-zero after a stop that every rank recorded."""
+        if ranks is None:
+            ranks = distributed.gather({"status": status, "step": step})
+        if self.is_main and self.run is not None:
+            attempt = os.environ.get(ATTEMPT_VARIABLE) or None
+            self.run.write_result({**result, "attempt": attempt, "ranks": ranks})
 
     def __enter__(self) -> Session:
         return self
