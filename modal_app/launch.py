@@ -1,7 +1,8 @@
 """The entrypoint's work on this machine: read the words, pick the target (Modal, or here), call the
 Function there (`.remote`, or `.spawn` when detached), and copy the run's outputs into --outputs/<run>/.
 
-Everything is checked before anything is sent: flags, GPU type and count, timeout, credentials.
+Everything is checked before anything is sent: flags, GPU type and count, timeout, credentials, and on
+Modal the runs and checkpoints named, in the runs Volume.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tandem.train.config import CONFIGS, default_runs_dir, validate
 from . import functions, resources
 from .attempt import RunInterrupted
 from .flags import PROG, Request, parse
-from .outputs import DirFiles, VolumeFiles, copy_outputs, wanted
+from .outputs import THE_FILE, DirFiles, VolumeFiles, copy_outputs, wanted
 
 
 def launch(argv: list[str], app_running: bool, detached: bool = False) -> int:
@@ -129,7 +130,7 @@ def training_config(request: Request, where: str):
     """The config `tandem train <kind>` builds from the same words, with the Volumes' paths on Modal and a
     run name fixed here, so a retried, restarted or continued call finds the same run."""
     kind = request.command
-    config = request.config()
+    config = given = request.config()
     if where == "modal":
         volume_paths = {"data_dir": functions.settings.data_dir, "runs_dir": functions.settings.runs_dir}
         if kind == "dit":
@@ -139,6 +140,8 @@ def training_config(request: Request, where: str):
         config = dataclasses.replace(config, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Every flag is checked before a container starts; a checkpoint named for Modal lives in its Volume.
     validate(dataclasses.replace(config, classifier_checkpoint="") if where == "modal" and kind == "dit" else config)
+    if where == "modal" and kind == "dit":
+        require_file("--classifier-checkpoint", given.classifier_checkpoint)
     return config
 
 
@@ -207,6 +210,58 @@ def source(runs_dir: str, where: str):
     return VolumeFiles(functions.runs_volume) if where == "modal" else DirFiles(runs_dir)
 
 
+def on_runs_store(where: str, path: str, holding=lambda relative: True) -> bool:
+    """Whether the target's runs store (the runs Volume on Modal, the runs dir here) has `path`, relative to
+    it: a folder holding a file that `holding` accepts (given the file's path inside the folder); with
+    `holding=the_file`, a file."""
+    return any(map(holding, source(default_runs_dir(), where).files(PurePosixPath(path).as_posix())))
+
+
+def the_file(relative: str) -> bool:
+    return relative == THE_FILE
+
+
+def a_checkpoint(relative: str) -> bool:
+    """A run's checkpoint file, by its path inside the run."""
+    from tandem.train.checkpoint import NAME
+
+    path = PurePosixPath(relative)
+    return path.parent.as_posix() == "checkpoints" and bool(NAME.match(path.name))
+
+
+def in_volume(path: str) -> str | None:
+    """A path given for Modal as the runs Volume names it; None for an absolute one outside the Volume (the
+    container checks that one)."""
+    if not path.startswith("/"):
+        return path
+    inside, runs_dir = PurePosixPath(path), PurePosixPath(functions.settings.runs_dir)
+    return inside.relative_to(runs_dir).as_posix() if inside.is_relative_to(runs_dir) else None
+
+
+def require_file(flag: str, path: str) -> None:
+    """A checkpoint file named for Modal is in the runs Volume, else one line saying how to find one."""
+    relative = in_volume(path) if path else None
+    if relative is not None and not on_runs_store("modal", relative, the_file):
+        raise UsageError(
+            f"{flag} {path}: no such file in Volume {functions.RUNS_VOLUME} (paths are relative to it); "
+            f"list the runs with `modal volume ls {functions.RUNS_VOLUME}` and a run's checkpoints with "
+            f"`modal volume ls {functions.RUNS_VOLUME} <run>/checkpoints`"
+        )
+
+
+def require_run(run: str) -> None:
+    """A run named for Modal is in the runs Volume with a checkpoint, else one line saying how to find one."""
+    if on_runs_store("modal", run, a_checkpoint):
+        return
+    listing = f"`modal volume ls {functions.RUNS_VOLUME}`"
+    if on_runs_store("modal", run):
+        raise UsageError(
+            f"--run {run}: no checkpoint in Volume {functions.RUNS_VOLUME}, {run}/checkpoints/; pass a DiT run "
+            f"that has saved one (list the runs with {listing})"
+        )
+    raise UsageError(f"--run {run}: no run {run!r} in Volume {functions.RUNS_VOLUME}; list the runs with {listing}")
+
+
 # -----------------------------------------------------------------------------
 # fetch
 
@@ -220,14 +275,13 @@ def fetch(request: Request, where: str) -> int:
         )
     if not run or "/" in run.strip("/") or run in (".", ".."):
         raise UsageError(f"fetch {run!r}: give a run's name, e.g. dit-20260101-120000")
-    origin = source(default_runs_dir(), where)
-    if not any(map(wanted, origin.files(run))):
+    if not on_runs_store(where, run, wanted):
         where_from = f"Volume {functions.RUNS_VOLUME}" if where == "modal" else default_runs_dir()
         raise UsageError(
             f"no run {run!r} in {where_from}; list the runs with "
             + (f"`modal volume ls {functions.RUNS_VOLUME}`" if where == "modal" else f"`ls {where_from}`")
         )
-    written = copy_outputs(origin, run, request.target.outputs)
+    written = copy_outputs(source(default_runs_dir(), where), run, request.target.outputs)
     print(f"outputs: {Path(request.target.outputs) / run}/ ({len(written)} files)")
     return 0
 
@@ -245,8 +299,11 @@ def sample_options(request: Request, where: str) -> dict:
         if options["out"]:
             raise UsageError("--out writes on this machine only; on Modal the grid lands in the run's samples/")
         if options["run"]:
-            options["run"] = f"{runs_dir}/{PurePosixPath(options['run']).name}"
+            name = PurePosixPath(options["run"]).name
+            require_run(name)
+            options["run"] = f"{runs_dir}/{name}"
         else:
+            require_file("--checkpoint", options["checkpoint"])
             options["checkpoint"] = in_runs_volume(options["checkpoint"])
     elif options["run"]:  # a run's name or a path, as `tandem sample` takes it
         from tandem.train.run import resolve_run

@@ -10,6 +10,7 @@ from tandem.files import atomic_write
 
 WANTED_FILES = ("config.json", "metrics.jsonl", "loss_curve.png")
 WANTED_DIRS = ("samples", "tensorboard")  # `tensorboard --logdir outputs` reads the events here
+THE_FILE = "."  # how a reader lists a path that is a file: the file itself
 
 
 def wanted(relative: str) -> bool:
@@ -27,7 +28,10 @@ class DirFiles:
         self.root = Path(root)
 
     def files(self, run: str) -> list[str]:
+        """The files under a run (or any folder of the runs dir), relative to it; a file lists itself as "."."""
         base = self.root / run
+        if base.is_file():
+            return [THE_FILE]
         if not base.is_dir():
             return []
         return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
@@ -43,12 +47,13 @@ class VolumeFiles:
         self.volume = volume
 
     def files(self, run: str) -> list[str]:
+        """As DirFiles.files (the Volume lists a file path as that one file)."""
         from modal.exception import NotFoundError
         from modal.volume import FileEntryType
 
         try:
             entries = self.volume.listdir(run, recursive=True)
-        except (NotFoundError, FileNotFoundError):  # no such run: nothing to copy
+        except (NotFoundError, FileNotFoundError):  # no such path: nothing to copy
             return []
         paths = [e.path for e in entries if e.type == FileEntryType.FILE]
         return sorted(PurePosixPath(p).relative_to(run).as_posix() for p in paths)

@@ -168,13 +168,13 @@ def modal_cli(monkeypatch, tmp_path):
         fake.sent.append(Sent.of("spawn", self, args))
         return type("Call", (), {"object_id": "fc-test"})()
 
-    def listdir(self, path, recursive=False):
+    def listdir(self, path, recursive=False):  # a folder lists its files; a file path, that one file
         base = fake.volume / path
         if not base.exists():
             raise modal.exception.NotFoundError(f"No such file or directory: {path}")
         return [
             FileEntry(p.relative_to(fake.volume).as_posix(), FileEntryType.FILE, 0, p.stat().st_size)
-            for p in base.rglob("*")
+            for p in ([base] if base.is_file() else base.rglob("*"))
             if p.is_file()
         ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modal.volume import FileEntry, FileEntryType
 
-from modal_app.outputs import DirFiles, VolumeFiles, copy_outputs, wanted
+from modal_app.outputs import THE_FILE, DirFiles, VolumeFiles, copy_outputs, wanted
 
 RUN_FILES = {
     "config.json": b"{}",
@@ -25,6 +25,8 @@ class FakeVolume:
 
     def listdir(self, path: str, recursive: bool = False):
         assert recursive
+        if path in self.files:  # a file path: that one file
+            return [FileEntry(path, FileEntryType.FILE, 0, len(self.files[path]))]
         entries = [
             FileEntry(p, FileEntryType.FILE, 0, len(d)) for p, d in self.files.items() if p.startswith(path + "/")
         ]
@@ -79,3 +81,16 @@ def test_a_missing_run_has_no_files(tmp_path):
     assert DirFiles(tmp_path).files("nothing") == []
     assert copy_outputs(DirFiles(tmp_path), "nothing", tmp_path / "outputs") == []
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_file_path_lists_itself_a_folder_its_files(tmp_path):
+    """What the launcher's check before sending reads: a checkpoint file, or a run's checkpoints folder."""
+    volume = FakeVolume({f"r/{k}": v for k, v in RUN_FILES.items()})
+    for name, data in RUN_FILES.items():
+        path = tmp_path / "r" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    for store in (VolumeFiles(volume), DirFiles(tmp_path)):
+        assert store.files("r/checkpoints/step_0000010.pt") == [THE_FILE] == ["."]
+        assert store.files("r/checkpoints") == ["step_0000010.pt"]
+        assert store.files("r/checkpoints/step_0000020.pt") == []

@@ -66,6 +66,8 @@ def test_readme_command_reaches_modal_with_these_options(command, modal_cli, dir
     (run / "samples").mkdir(parents=True)  # a finished run in the runs Volume, for sample and fetch
     (run / "config.json").write_text("{}")
     (run / "samples" / "step_0000600.png").write_bytes(b"png")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_0000600.pt").write_bytes(b"pt")
 
     code, output = modal_cli.invoke(command.split()[2:])
     assert code == 0, output
@@ -149,17 +151,42 @@ BAD_INPUT = [
         ["modal_app/train.py", "fetch", "nothing-here"],
         "no run 'nothing-here' in Volume tandem-runs; list the runs with",
     ),
+    (
+        ["modal_app/train.py", "dit", "--classifier-checkpoint", "nosuch/ckpt.pt"],
+        "--classifier-checkpoint nosuch/ckpt.pt: no such file in Volume tandem-runs (paths are relative to it); "
+        "list the runs with `modal volume ls tandem-runs`",
+    ),
+    (
+        ["modal_app/train.py", "dit", "--classifier-checkpoint", "/runs/nosuch/ckpt.pt"],
+        "--classifier-checkpoint /runs/nosuch/ckpt.pt: no such file in Volume tandem-runs",
+    ),
+    (
+        ["modal_app/train.py", "sample", "--run", "missing"],
+        "--run missing: no run 'missing' in Volume tandem-runs; list the runs with `modal volume ls tandem-runs`",
+    ),
+    (
+        ["modal_app/train.py", "sample", "--run", "empty"],
+        "--run empty: no checkpoint in Volume tandem-runs, empty/checkpoints/; pass a DiT run that has saved one",
+    ),
+    (
+        ["modal_app/train.py", "sample", "--checkpoint", "empty/checkpoints/step_0000001.pt"],
+        "--checkpoint empty/checkpoints/step_0000001.pt: no such file in Volume tandem-runs",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("words", "message"), BAD_INPUT, ids=[" ".join(w[1:]) for w, _ in BAD_INPUT])
 def test_bad_input_is_one_line_exit_2_nothing_sent_nothing_written(words, message, modal_cli, dirs, capsys):
+    empty = modal_cli.volume / "empty"  # a run in the runs Volume that never saved a checkpoint
+    (empty / "checkpoints").mkdir(parents=True)
+    (empty / "config.json").write_text("{}")
+    (empty / "checkpoints" / ".step_0000001.pt.7.tmp").write_bytes(b"half")  # a write cut short
     code, output = modal_cli.invoke(words)
     assert code == 2, output
     lines = output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], output
     assert lines[0].startswith(
-        f"modal_app/train.py {words[1] if words[1] in ('dit', 'classifier', 'check', 'fetch') else 'train'}: error: "
+        f"modal_app/train.py {words[1] if words[1] in ('dit', 'classifier', 'sample', 'check', 'fetch') else 'train'}: error: "
     )
     assert modal_cli.sent == []
     assert sorted(p.name for p in dirs["outputs"].parent.iterdir()) == ["volume"]  # no outputs, runs or data
@@ -209,3 +236,39 @@ def test_module_mode_reaches_modal_the_same_way(modal_cli, dirs):
     assert code == 0, output
     ((how, function, gpu),) = [(s.how, s.function, s.gpu) for s in modal_cli.sent]
     assert (how, function, gpu) == ("remote", "train_classifier", "T4:2")
+
+
+def test_a_classifier_checkpoint_in_the_runs_volume_is_found_and_sent(modal_cli, dirs):
+    (modal_cli.volume / "cls" / "checkpoints").mkdir(parents=True)
+    (modal_cli.volume / "cls" / "checkpoints" / "step_0000010.pt").write_bytes(b"pt")
+    for given in ("cls/checkpoints/step_0000010.pt", "/runs/cls/checkpoints/step_0000010.pt"):
+        code, output = modal_cli.invoke(["modal_app/train.py", "dit", "--classifier-checkpoint", given])
+        assert code == 0, output
+    assert [(s.function, s.args[0]["classifier_checkpoint"]) for s in modal_cli.sent] == [
+        ("train_dit", "/runs/cls/checkpoints/step_0000010.pt")
+    ] * 2
+
+
+def test_a_checkpoint_or_run_in_the_runs_volume_is_found_and_sampled(modal_cli, dirs):
+    (modal_cli.volume / "d" / "checkpoints").mkdir(parents=True)
+    (modal_cli.volume / "d" / "checkpoints" / "step_0000006.pt").write_bytes(b"pt")
+    for words in (["--checkpoint", "d/checkpoints/step_0000006.pt"], ["--run", "d"]):
+        code, output = modal_cli.invoke(["modal_app/train.py", "sample", *words])
+        assert code == 0, output
+    assert [(s.function, s.args[0]["checkpoint"], s.args[0]["run"]) for s in modal_cli.sent] == [
+        ("sample", "/runs/d/checkpoints/step_0000006.pt", None),
+        ("sample", None, "/runs/d"),
+    ]
+
+
+def test_here_a_missing_classifier_checkpoint_is_tandems_own_check(modal_cli, dirs):
+    """--local: no Volume is read; the path is checked as `tandem train dit` checks it."""
+    code, output = modal_cli.invoke(
+        ["modal_app/train.py", "dit", "--classifier-checkpoint", "nosuch/ckpt.pt", "--local"]
+    )
+    assert code == 2, output
+    assert output.strip().splitlines() == [
+        "modal_app/train.py dit: error: --classifier-checkpoint nosuch/ckpt.pt: no such file; pass a classifier "
+        "checkpoint (runs/<run>/checkpoints/step_*.pt)"
+    ]
+    assert modal_cli.sent == []
