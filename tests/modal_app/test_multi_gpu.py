@@ -154,8 +154,19 @@ def test_a_two_rank_run_out_of_time_continues_and_ends_as_an_uninterrupted_one(t
     chained, straight = final_weights(tmp_path, "chained"), final_weights(tmp_path, "straight")
     assert chained["step"] == straight["step"] == steps
     for part in ("model", "ema"):
-        for name, tensor in straight[part].items():
-            assert torch.equal(chained[part][name], tensor), f"{part}.{name} differs from the uninterrupted run"
+        assert_same(chained[part], straight[part], part)
+
+
+def assert_same(got, expected, where: str) -> None:
+    """Bitwise equal, through nested dicts of tensors and numbers."""
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys(), where
+        for key, value in expected.items():
+            assert_same(got[key], value, f"{where}.{key}")
+    elif torch.is_tensor(expected):
+        assert torch.equal(got, expected), f"{where} differs from the uninterrupted run"
+    else:
+        assert got == expected, f"{where} differs from the uninterrupted run"
 
 
 def test_preemption_of_a_two_rank_attempt_checkpoints_within_the_grace_and_raises_for_a_retry(tmp_path, in_a_container):
