@@ -330,7 +330,7 @@ def plant_secret(project_dir, function="sample", name="wandb"):
 
 def list_secrets(project_dir, *names):
     listed = ", ".join(f'"{name}"' for name in names)
-    edit(project_dir / "pyproject.toml", "threads = 4\n", f"threads = 4\nmodal_secrets = [{listed}]\n")
+    edit(project_dir / "pyproject.toml", "modal_secrets = []", f"modal_secrets = [{listed}]")
 
 
 def test_secret_not_in_the_settings_fails(project_dir, capsys):
@@ -356,7 +356,7 @@ def test_secret_listed_that_no_function_uses_fails(project_dir, capsys):
 def test_bad_secret_list_is_refused(project_dir, value):
     from tandem.errors import UsageError
 
-    edit(project_dir / "pyproject.toml", "threads = 4\n", f"threads = 4\nmodal_secrets = {value}\n")
+    edit(project_dir / "pyproject.toml", "modal_secrets = []", f"modal_secrets = {value}")
     with pytest.raises(UsageError, match="modal_secrets"):
         load_project(project_dir)
 
