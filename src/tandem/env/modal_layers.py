@@ -72,7 +72,12 @@ def modal_layers(image: modal.Image, builder_version: str) -> list[ModalLayer]:
                 "update tandem.env.modal_layers for this client version"
             )
         layer = _dockerfile_layer(scope["dockerfile_function"], builder_version)
-        context_mount = scope.get("context_mount_function") and scope["context_mount_function"](builder_version)
+        try:
+            context_mount = scope.get("context_mount_function") and scope["context_mount_function"](builder_version)
+        except modal.exception.InvalidError:
+            if not layer.add_python:
+                raise
+            context_mount = None  # a Python this client cannot add: named in add_python already
         if context_mount is not None and context_mount._entries is not None:  # add_local_* with copy=True
             copied = mount_files(context_mount)
             layer.copied_files = [(local, "/" + remote.lstrip("/")) for local, remote in copied]
