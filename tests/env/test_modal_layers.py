@@ -72,3 +72,32 @@ def test_function_options_and_env_are_read(tmp_path):
         {"A": "1"},
     )
     assert modal_layers(function.image, "2026.10")[0].commands == ["FROM python:3.11-slim-bookworm"]
+
+
+def test_written_for_this_client():
+    assert modal.__version__ == "1.6.4", "tandem.env.modal_layers reads modal 1.6.4's internals: check them again"
+
+
+def test_added_python_is_kept_apart_from_the_commands():
+    image = modal.Image.from_registry("python:3.11-slim-bookworm", add_python="3.12").env({"A": "1"})
+    for version in ("2025.06", "2026.10"):
+        layers = modal_layers(image, version)
+        assert [layer.add_python for layer in layers if layer.add_python] == ["3.12"]
+        commands = [c for layer in layers for c in layer.commands]
+        assert commands[0] == "FROM python:3.11-slim-bookworm" and "ENV A=1" in commands
+        assert not any("/python" in c or "TERMINFO" in c for c in commands)
+
+
+def test_python_source_and_named_secrets_and_app_source_are_read(tmp_path):
+    app = modal.App("t")
+    image = modal.Image.from_registry("python:3.11-slim-bookworm").add_local_python_source("tandem")
+
+    @app.function(image=image, secrets=[modal.Secret.from_name("wandb")], serialized=True)
+    def f():
+        pass
+
+    (function,) = app_functions(app)
+    assert function.secrets == ["wandb"]
+    assert function.app_source == [] and function.app_files == []  # a serialized Function mounts no source
+    remotes = [remote for _, remote in modal_layers(function.image, "2026.10")[-1].mounted_files]
+    assert "/root/tandem/__init__.py" in remotes and all(r.endswith(".py") for r in remotes)

@@ -51,7 +51,8 @@ def test_fresh_project_is_in_parity_and_lists_every_field(project_dir):
         "install options", "install interpreter", "install env", "other build commands", "env PATH",
         "env VIRTUAL_ENV", "env TANDEM_ENV_DIGEST", "user", "HOME", "workdir", "source location",
         "source after deps", "function train_dit image", "function train_dit env", "function check env",
-        "modal builder version", "source files", "secret-looking files shipped",
+        "modal builder version", "source files", "secret-looking files shipped", "add python", "app source mounted",
+        "modal secrets", "other files shipped",
     ):  # fmt: skip
         assert name in fields, name
     assert [row.field for row in rows if row.reason] == ACCEPTED_FIELDS
@@ -299,3 +300,128 @@ def test_thread_variables_are_set_from_the_settings_in_both_images_and_locally(p
         assert docker.env[name] == modal.env[name] == "3"
         assert f"{name}=3" in render_env_file(project).splitlines()
     assert app_mismatches(project_dir) == []
+
+
+# -----------------------------------------------------------------------------
+# blind spots: each planted in the copied app is one named field, exit 1, no traceback
+
+FUNCTIONS = "modal_app/functions.py"
+IMAGE_LINE = "image = build_modal_image(project)"
+
+
+def parity_fails_on(project_dir, capsys) -> list[str]:
+    """`tandem parity` on the copy: exit 1, every failed field named on stderr, and no traceback."""
+    from tandem.cli import main
+
+    assert main(["parity", "--project", str(project_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    (line,) = [line for line in err.splitlines() if line.startswith("parity FAILED on: ")]
+    return line.removeprefix("parity FAILED on: ").split(", ")
+
+
+def plant_secret(project_dir, function="sample", name="wandb"):
+    edit(
+        project_dir / FUNCTIONS,
+        f"train=False))\ndef {function}(",
+        f'train=False), secrets=[modal.Secret.from_name("{name}")])\ndef {function}(',
+    )
+
+
+def list_secrets(project_dir, *names):
+    listed = ", ".join(f'"{name}"' for name in names)
+    edit(project_dir / "pyproject.toml", "modal_secrets = []", f"modal_secrets = [{listed}]")
+
+
+def test_secret_not_in_the_settings_fails(project_dir, capsys):
+    plant_secret(project_dir)
+    assert parity_fails_on(project_dir, capsys) == ["modal secrets"]
+
+
+def test_secret_listed_in_the_settings_passes(project_dir):
+    plant_secret(project_dir)
+    plant_secret(project_dir, "check")
+    list_secrets(project_dir, "wandb")
+    rows = {row.field: row for row in parity_rows(load_project(project_dir))}
+    assert rows["modal secrets"].modal == "wandb" and app_mismatches(project_dir) == []
+
+
+def test_secret_listed_that_no_function_uses_fails(project_dir, capsys):
+    plant_secret(project_dir)
+    list_secrets(project_dir, "wandb", "hf")
+    assert parity_fails_on(project_dir, capsys) == ["modal secrets"]
+
+
+@pytest.mark.parametrize("value", ['["a b"]', '["x", "x"]', '"wandb"', "[1]"])
+def test_bad_secret_list_is_refused(project_dir, value):
+    from tandem.errors import UsageError
+
+    edit(project_dir / "pyproject.toml", "modal_secrets = []", f"modal_secrets = {value}")
+    with pytest.raises(UsageError, match="modal_secrets"):
+        load_project(project_dir)
+
+
+def test_env_file_added_anywhere_fails(project_dir, capsys):
+    (project_dir / ".env").write_text("WANDB_API_KEY=planted\n")
+    edit(project_dir / FUNCTIONS, IMAGE_LINE, f'{IMAGE_LINE}.add_local_file(project.root / ".env", "/root/.env")')
+    assert parity_fails_on(project_dir, capsys) == ["other files shipped", "secret-looking files shipped"]
+    rows = {row.field: row for row in parity_rows(load_project(project_dir))}
+    assert rows["secret-looking files shipped"].modal == ".env"
+    assert "/root/.env <- .env" in rows["other files shipped"].modal
+
+
+def test_secret_in_the_app_package_fails(project_dir, capsys):
+    (project_dir / "modal_app" / "server.pem").write_text("planted\n")  # mounted with the app's source
+    assert parity_fails_on(project_dir, capsys) == ["secret-looking files shipped"]
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        '.add_local_file(project.root / "compose.yaml", "/app/compose.yaml")',
+        '.add_local_dir(project.root / "docker", "/app/docker")',
+        '.add_local_dir(project.root / "src", "/root/src")',
+    ],
+)
+def test_extra_local_file_or_dir_fails(project_dir, capsys, added):
+    edit(project_dir / FUNCTIONS, IMAGE_LINE, IMAGE_LINE + added)
+    failed = parity_fails_on(project_dir, capsys)
+    assert failed == (["source location"] if "src" in added else ["other files shipped"])
+
+
+def test_file_copied_by_hand_into_the_dockerfile_fails(project_dir, capsys):
+    edit(project_dir / "docker/Dockerfile", "COPY src ./src", "COPY src ./src\nCOPY compose.yaml ./")
+    assert parity_fails_on(project_dir, capsys) == ["other files shipped"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("modal.App(APP_NAME, image=image)", "modal.App(APP_NAME, image=image, include_source=False)"),
+        ("train=True))\ndef train_dit(", "train=True), include_source=False)\ndef train_dit("),
+    ],
+)
+def test_app_source_left_out_fails(project_dir, capsys, old, new):
+    edit(project_dir / FUNCTIONS, old, new)
+    assert parity_fails_on(project_dir, capsys) == ["app source mounted"]
+
+
+def test_python_source_added_in_the_app_fails(project_dir, capsys):
+    edit(project_dir / FUNCTIONS, IMAGE_LINE, f'{IMAGE_LINE}.add_local_python_source("tandem")')
+    assert parity_fails_on(project_dir, capsys) == ["other files shipped"]
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.11", "3.99"])  # 3.99: one this client cannot add
+def test_added_python_fails(project_dir, capsys, version):
+    # The app's base image made with add_python: a standalone interpreter the base image does not have.
+    edit(
+        project_dir / FUNCTIONS,
+        IMAGE_LINE,
+        "plain = modal.Image.from_registry\n"
+        f'modal.Image.from_registry = lambda tag, **kw: plain(tag, add_python="{version}", **kw)\n'
+        f"{IMAGE_LINE}\n"
+        "modal.Image.from_registry = plain",
+    )
+    assert parity_fails_on(project_dir, capsys) == ["add python"]
+    rows = {row.field: row for row in parity_rows(load_project(project_dir))}
+    assert rows["add python"].modal.startswith(version) and rows["add python"].docker == "(none)"

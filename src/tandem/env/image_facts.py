@@ -49,6 +49,10 @@ class ImageFacts:
     workdir: str = "/"
     source_dir: str = ""  # where the project's src/ lands
     source_after_deps: bool = False
+    # path in the image -> local file or folder, for every COPY from the build context into the final image
+    # (the requirement files an install reads are left out: they are compared by content, as the lock)
+    shipped: dict[str, Path] = field(default_factory=dict)
+    add_python: str = ""  # a standalone Python added over the base image's (Modal's add_python=)
 
 
 @dataclass
@@ -96,6 +100,8 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
                 for src in sources:
                     local = resolve(src)
                     target = dest if not dest.endswith("/") else posixpath.join(dest, posixpath.basename(src))
+                    if local is not None and stage is final and local.exists():
+                        facts.shipped[target.rstrip("/")] = local
                     if local is not None and local.resolve() == source_dir.resolve() and stage is final:
                         if not local.is_dir():
                             continue  # not there to copy: reported as missing, as on the Modal side
@@ -117,6 +123,7 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
                         files, packages, options, python = _pip_args(words)
                         for path in files:
                             local = copied_files.get(posixpath.join(workdir, path))
+                            facts.shipped.pop(posixpath.join(workdir, path), None)
                             facts.lock_sha256.append(file_sha256(local) if local else f"unknown file {path}")
                         facts.extra_installs += packages
                         if files:  # the lock's install; any other is reported as an install outside it

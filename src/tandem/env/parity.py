@@ -85,7 +85,15 @@ def modal_dockerfile(layers: list[ModalLayer]) -> ModalDockerfile:
     lines: list[str] = []
     context: dict[str, Path] = {}
     for layer in layers:
-        lines += [c for c in layer.commands if not (lines and c == "FROM base")]
+        for command in layer.commands:
+            if lines and command == "FROM base":
+                continue
+            if command == "COPY . /" and layer.copied_files:  # add_local_* with copy=True: file by file
+                for local, remote in layer.copied_files:
+                    context[f"copied{remote}"] = local
+                    lines.append(f"COPY copied{remote} {remote}")
+                continue
+            lines.append(command)
         context.update({name.lstrip("/"): path for name, path in layer.context_files.items()})
         for local, remote in layer.mounted_files:
             name = f"mounts{remote}"
@@ -113,16 +121,16 @@ def modal_facts(project: Project, image=None) -> ImageFacts:
     layers = modal_layers(image, project.settings.modal_builder_version)
     twin = modal_dockerfile(layers)
     facts = describe(twin.text, lambda name: twin.context.get(name.lstrip("/")), project.root / SOURCE_DIR)
+    facts.add_python = ", ".join(layer.add_python for layer in layers if layer.add_python)
     # The source is mounted file by file when a container starts, after every build step.
     source = (project.root / SOURCE_DIR).resolve()
     roots = {
         remote.removesuffix("/" + local.resolve().relative_to(source).as_posix())
-        for layer in layers
-        for local, remote in layer.mounted_files
+        for remote, local in facts.shipped.items()
         if _under(local, source)
     }
-    if len(roots) == 1:
-        facts.source_dir = roots.pop()
+    if roots:  # more than one place is a difference too: each is named
+        facts.source_dir = ", ".join(sorted(roots))
         facts.source_after_deps = bool(facts.lock_sha256) and not layers[-1].commands
     return facts
 
@@ -148,6 +156,7 @@ def load_app(project: Project) -> LoadedApp:
     try:
         app = import_app_from_ref(parse_import_ref(str(path)))
         pinned = os.environ.get(BUILDER_VERSION_VAR)
+        functions = app_functions(app)  # while the app's package is importable: its mount lists its files
     except Exception as exc:
         if isinstance(exc.__cause__, UsageError):  # the app refused its settings or lock: say why
             raise exc.__cause__ from None
@@ -160,7 +169,6 @@ def load_app(project: Project) -> LoadedApp:
             del sys.modules[name]
         sys.modules.update(ours)
         sys.path[:] = search_path
-    functions = app_functions(app)
     if not functions:
         raise UsageError(f"{path}: the app registers no Functions")
     return LoadedApp(functions, pinned)
@@ -176,27 +184,61 @@ def load_app_functions(project: Project) -> list[ModalFunction]:
     return load_app(project).functions
 
 
-def source_files_docker(project: Project) -> set[str]:
-    """src/ files (relative to the project) that the build context keeps after .dockerignore."""
+def shipped_files(project: Project, facts: ImageFacts) -> dict[str, Path]:
+    """Every file the image gets from this machine: path in the image -> local file. A folder copied from
+    the build context is read as Docker reads it, after .dockerignore."""
+    ignored = _dockerignore(project)
+    root = project.root.resolve()
+    files: dict[str, Path] = {}
+    for remote, local in facts.shipped.items():
+        if not local.is_dir():
+            files[remote] = local
+            continue
+        for path in sorted(local.rglob("*")):
+            if path.is_file() and not (_under(path, root) and ignored(path.resolve().relative_to(root))):
+                files[f"{remote}/{path.relative_to(local).as_posix()}"] = path
+    return files
+
+
+def _dockerignore(project: Project):
     from modal import FilePatternMatcher  # dockerignore semantics
 
     ignore_file = project.root / ".dockerignore"
     lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
     patterns = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    ignored = FilePatternMatcher(*patterns) if patterns else (lambda path: False)
-    names = (path.relative_to(project.root) for path in (project.root / SOURCE_DIR).rglob("*") if path.is_file())
-    return {name.as_posix() for name in names if not ignored(name)}
+    return FilePatternMatcher(*patterns) if patterns else (lambda path: False)
+
+
+def _source_names(project: Project, files: dict[str, Path]) -> set[str]:
+    source = (project.root / SOURCE_DIR).resolve()
+    return {
+        f"{SOURCE_DIR}/{local.resolve().relative_to(source).as_posix()}"
+        for local in files.values()
+        if _under(local, source)
+    }
+
+
+def _other_files(project: Project, files: dict[str, Path]) -> set[str]:
+    """The files outside src/, as 'path in the image <- local file'."""
+    source = (project.root / SOURCE_DIR).resolve()
+    return {
+        f"{remote} <- {_local_name(project, local)}" for remote, local in files.items() if not _under(local, source)
+    }
+
+
+def _local_name(project: Project, path: Path) -> str:
+    root = project.root.resolve()
+    return path.resolve().relative_to(root).as_posix() if _under(path, root) else str(path.resolve())
+
+
+def source_files_docker(project: Project) -> set[str]:
+    """src/ files (relative to the project) that docker/Dockerfile copies, after .dockerignore."""
+    return _source_names(project, shipped_files(project, docker_facts(project)))
 
 
 def source_files_modal(project: Project, image) -> set[str]:
-    """src/ files (relative to the project) that Modal mounts into the container."""
-    source = (project.root / SOURCE_DIR).resolve()
-    files = set()
-    for layer in modal_layers(image, project.settings.modal_builder_version):
-        for local, _ in layer.mounted_files:
-            if _under(local, source):
-                files.add(f"{SOURCE_DIR}/{local.resolve().relative_to(source).as_posix()}")
-    return files
+    """src/ files (relative to the project) that the Modal image gets, mounted or copied."""
+    return _source_names(project, shipped_files(project, modal_facts(project, image)))
 
 
 def _under(path: Path, folder: Path) -> bool:
@@ -207,6 +249,7 @@ def compare(docker: ImageFacts, modal: ImageFacts, project: Project) -> list[Row
     rows = [
         Row("base image", docker.base_image, modal.base_image),
         Row("python", docker.python, modal.python),
+        Row("add python", docker.add_python or "(none)", modal.add_python or "(none)", expected="(none)"),
         Row("uv version", docker.uv_version, modal.uv_version),
         Row("apt packages", " ".join(docker.apt_packages), " ".join(modal.apt_packages)),
         Row("apt options", " ".join(docker.apt_options), " ".join(modal.apt_options)),
@@ -248,17 +291,31 @@ def _source_order(docker: ImageFacts, modal: ImageFacts) -> Row:
     return Row("source after deps", str(docker.source_after_deps), str(modal.source_after_deps), expected="True")
 
 
-def app_rows(project: Project, app: LoadedApp) -> list[Row]:
-    """What the loaded app adds beyond the image: one image for every Function, no Function-level env,
-    the pinned builder version, and the same source files as the Docker build context."""
+def app_rows(project: Project, app: LoadedApp, docker: ImageFacts, modal: ImageFacts) -> list[Row]:
+    """What the loaded app adds beyond the image: one image for every Function, no Function-level env, the
+    app's source in every Function, the Secrets the settings list, the pinned builder version, and the same
+    files from this machine as the Docker build context."""
     rows = []
     functions = app.functions
     version = project.settings.modal_builder_version
-    first = modal_dockerfile(modal_layers(functions[0].image, version)).text
+    first = _image_key(functions[0].image, version)
     for function in functions:
-        same = modal_dockerfile(modal_layers(function.image, version)).text == first
+        same = _image_key(function.image, version) == first
         rows.append(Row(f"function {function.name} image", "the app's image", "the app's image" if same else "other"))
         rows.append(Row(f"function {function.name} env", "(none)", _pairs(function.env), expected="(none)"))
+    package = f"/root/{Path(APP_FILE).parent.name}"
+    missing = [f for f in functions if f.app_source != [package]]
+    rows.append(
+        Row(
+            "app source mounted",
+            f"{package} in every Function",
+            "; ".join(f"{f.name}: {', '.join(f.app_source) or '(none)'}" for f in missing)
+            or f"{package} in every Function",
+        )
+    )
+    listed = sorted(project.settings.modal_secrets)
+    used = sorted({name for f in functions for name in f.secrets})
+    rows.append(Row("modal secrets", " ".join(listed) or "(none)", " ".join(used) or "(none)"))
     supported = builder_versions()
     rows.append(
         Row(
@@ -268,12 +325,37 @@ def app_rows(project: Project, app: LoadedApp) -> list[Row]:
             expected=version,
         )
     )
-    docker_files = source_files_docker(project)
-    modal_files = source_files_modal(project, functions[0].image)
+    docker_shipped, modal_shipped = shipped_files(project, docker), shipped_files(project, modal)
+    docker_files, modal_files = _source_names(project, docker_shipped), _source_names(project, modal_shipped)
     rows.append(Row("source files", _files(docker_files, modal_files), _files(modal_files, docker_files)))
-    secret_like = sorted(f for f in docker_files | modal_files if _secret_looking(f))
-    rows.append(Row("secret-looking files shipped", "(none)", ", ".join(secret_like) or "(none)", expected="(none)"))
+    docker_other, modal_other = _other_files(project, docker_shipped), _other_files(project, modal_shipped)
+    rows.append(Row("other files shipped", _files(docker_other, modal_other), _files(modal_other, docker_other)))
+    app_files = {local: remote for f in functions for local, remote in f.app_files}
+    rows.append(
+        Row(
+            "secret-looking files shipped",
+            _secret_names(project, docker_shipped.items()),
+            _secret_names(project, [*modal_shipped.items(), *((remote, local) for local, remote in app_files.items())]),
+            expected="(none)",
+        )
+    )
     return rows
+
+
+def _image_key(image, version: str) -> tuple:
+    layers = modal_layers(image, version)
+    return modal_dockerfile(layers).text, [layer.add_python for layer in layers]
+
+
+def _secret_names(project: Project, files) -> str:
+    names = sorted(
+        {
+            _local_name(project, local)
+            for remote, local in files
+            if _secret_looking(remote) or _secret_looking(str(local))
+        }
+    )
+    return ", ".join(names) or "(none)"
 
 
 def parity_rows(project: Project) -> list[Row]:
@@ -283,8 +365,8 @@ def parity_rows(project: Project) -> list[Row]:
     check_builder_version(project)
     image_steps(project)  # a bad lock is named before the app that reads it is imported
     app = load_app(project)
-    rows = compare(docker_facts(project), modal_facts(project, app.functions[0].image), project)
-    return rows + app_rows(project, app)
+    docker, modal = docker_facts(project), modal_facts(project, app.functions[0].image)
+    return compare(docker, modal, project) + app_rows(project, app, docker, modal)
 
 
 def _files(own: set[str], other: set[str]) -> str:

@@ -51,11 +51,13 @@ _FIELDS = {
     "modal_memory": int,
     "threads": int,
     "env": dict,
+    "modal_secrets": list,
 }
 _OPTIONAL = {
     "base_image_digest": "",
     "apt_packages": [],
     "env": {},
+    "modal_secrets": [],
     "modal_cpu": 4.0,
     "modal_memory": 16384,
     "threads": 4,
@@ -81,6 +83,9 @@ class ImageSettings:
     base_image_digest: str = ""
     apt_packages: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # The Modal Secrets (by name) the app's Functions use; their values never reach an image. `tandem parity`
+    # fails on a Secret a Function uses that is not listed here, and on one listed that no Function uses.
+    modal_secrets: tuple[str, ...] = ()
 
     @property
     def runtime_env(self) -> dict[str, str]:
@@ -93,6 +98,7 @@ class ImageSettings:
         return f"{self.base_image}@{self.base_image_digest}" if self.base_image_digest else self.base_image
 
     def as_dict(self) -> dict:
+        """What the images are made from (the environment digest hashes it); modal_secrets is not."""
         return {
             "python": self.python,
             "base_image": self.base_image,
@@ -240,6 +246,16 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
             f"{source}: threads {values['threads']} is above modal_cpu {values['modal_cpu']}: more threads than "
             "reserved cores only contend; lower threads or raise modal_cpu"
         )
+    secrets = values["modal_secrets"]
+    for name in secrets:
+        _check(
+            isinstance(name, str) and re.fullmatch(r"[\w.-]{1,64}", name),
+            source,
+            "modal_secrets",
+            f"Modal Secret names (letters, digits, '-', '_', '.'; bad entry {name!r})",
+        )
+    for name in {n for n in secrets if secrets.count(n) > 1}:
+        raise UsageError(f"{source}: modal_secrets names {name!r} twice; list each Secret once")
     env = values["env"]
     for key in set(env) & set(THREAD_VARS):
         raise UsageError(f"{source}: env.{key} is set from threads; remove it and set threads = N instead")
@@ -267,6 +283,7 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
         modal_memory=values["modal_memory"],
         threads=values["threads"],
         env=dict(env),
+        modal_secrets=tuple(secrets),
     )
 
 
