@@ -1,6 +1,7 @@
 """Helpers shared by test modules (importable because pytest puts tests/ on sys.path)."""
 
 import shutil
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,3 +59,11 @@ def train_in_background(kind: str, config, until_lines: int, timeout: float = 12
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.05)
     return proc
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

@@ -211,3 +211,17 @@ def checked(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*executing locally")
         return runs, functions.check.local("modal-test", str(runs))
+
+
+@pytest.fixture
+def in_a_container(monkeypatch):
+    """A Function body as Modal runs it: not local, so it keeps a deadline and commits the Volumes (each
+    commit replaced and recorded by its time)."""
+    import time
+
+    import modal
+
+    commits = []
+    monkeypatch.setattr(modal, "is_local", lambda: False)
+    monkeypatch.setattr(modal.Volume, "commit", lambda self: commits.append(time.monotonic()))
+    return commits

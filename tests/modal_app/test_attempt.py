@@ -19,6 +19,7 @@ import torch
 
 from modal_app import attempt, functions
 from modal_app.resources import placement
+from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
@@ -54,13 +55,6 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "\nState:\tZ" in state  # killed, not yet reaped by its new parent
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -210,15 +204,6 @@ def test_the_trainer_command_reproduces_the_config():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, DiTTrainConfig)
     assert config_from_args(DiTTrainConfig, parser.parse_args(one[5:])) == config
-
-
-@pytest.fixture
-def in_a_container(monkeypatch):
-    """The Function body as Modal runs it: not local, so it commits the Volumes (replaced) and keeps a deadline."""
-    commits = []
-    monkeypatch.setattr(modal, "is_local", lambda: False)
-    monkeypatch.setattr(modal.Volume, "commit", lambda self: commits.append(self))
-    return commits
 
 
 def test_a_run_outlasting_its_call_continues_in_a_new_one(tmp_path, dit_flags, in_a_container, monkeypatch):

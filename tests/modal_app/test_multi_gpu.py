@@ -21,6 +21,7 @@ import torch
 
 from modal_app import attempt, functions
 from modal_app.resources import placement
+from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
@@ -45,22 +46,6 @@ def job_pids(marker: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def in_a_container(monkeypatch):
-    """The Function body as Modal runs it: not local (a deadline), the Volume commits replaced."""
-    commits = []
-    monkeypatch.setattr(modal, "is_local", lambda: False)
-    monkeypatch.setattr(modal.Volume, "commit", lambda self: commits.append(time.monotonic()))
-    return commits
 
 
 @pytest.fixture
@@ -192,10 +177,11 @@ def test_preemption_of_a_two_rank_attempt_checkpoints_within_the_grace_and_raise
 
 STUCK_RANK = textwrap.dedent(
     """
-    import os, signal, time
+    import os, signal, sys, time
     if os.environ["RANK"] == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a rank stuck in a collective, deaf to the stop
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    open(sys.argv[1] + os.environ["RANK"], "w").close()  # ready: its handlers are in place
     time.sleep(600)
     """
 )
@@ -204,11 +190,21 @@ STUCK_RANK = textwrap.dedent(
 def test_a_rank_that_ignores_the_stop_is_killed_after_the_grace_and_nothing_is_left(tmp_path):
     script = tmp_path / "stuck_rank_job.py"
     script.write_text(STUCK_RANK)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    ready = tmp_path / "ready-"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(ready),
+    ]
     grace, sent = 3.0, {}
 
     def preempt():
-        wait_for(lambda: len(job_pids(str(script))) >= 3, 60, "torchrun and its two ranks")
+        wait_for(lambda: all(Path(f"{ready}{rank}").exists() for rank in (0, 1)), 60, "both ranks")
         sent["at"] = time.monotonic()
         os.kill(os.getpid(), signal.SIGINT)
 
