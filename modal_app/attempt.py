@@ -69,7 +69,7 @@ def train_here(kind: str, values: dict, placement, next_call, commit, given: lis
     except UsageError as exc:
         return {"kind": kind, "status": "error", "message": str(exc)}
     run_dir = Path(config.runs_dir) / config.run_name
-    start_step = newest_checkpoint_step(RunDir(run_dir))
+    start_step, _ = newest_checkpoint(RunDir(run_dir))
     deadline = None if modal.is_local() else time.monotonic() + placement.timeout - stop_margin(placement.timeout)
     attempt_id = uuid.uuid4().hex
     end = run_attempt(trainer_command(kind, config, placement.count), run_dir, commit, deadline, attempt_id=attempt_id)
@@ -114,9 +114,10 @@ def resume_if_started(kind: str, config, given: list[str] | None = None):
     return dataclasses.replace(attempt.config, run_name=attempt.run_dir.name, resume=attempt.action != START)
 
 
-def newest_checkpoint_step(run) -> int:
+def newest_checkpoint(run) -> tuple[int, Path | None]:
+    """(step, path) of the run's newest complete checkpoint; (0, None) when it has none."""
     found = run.checkpoints.existing() if run.checkpoints.directory.is_dir() else []
-    return found[-1][0] if found else 0
+    return found[-1] if found else (0, None)
 
 
 # -----------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def run_job(command: list[str], deadline: float | None, grace: float = STOP_GRAC
     tree, tail = ProcessTree(process.pid), StderrTail(process.stderr)
     end, kill_at = JobEnd(code=0), None
     try:
-        with forward_signals(process, tree) as received:
+        with forward_signals(tree) as received:
             while True:
                 tree.refresh()
                 if received and kill_at is None:
@@ -291,7 +292,7 @@ class StderrTail(threading.Thread):
 
 
 @contextmanager
-def forward_signals(process: subprocess.Popen, tree: ProcessTree):
+def forward_signals(tree: ProcessTree):
     """SIGTERM / SIGINT (Modal's preemption) become one SIGTERM to every rank, which checkpoints and
     exits; yields a list that gets (signal name, monotonic time) of the first one."""
     received: list = []
@@ -333,14 +334,13 @@ def attempt_result(kind: str, run_dir: Path, end: JobEnd, attempt_id: str) -> di
             if k in result
         }
     if end.stopped_by_us:
-        step = newest_checkpoint_step(run)
-        found = run.checkpoints.existing() if run.checkpoints.directory.is_dir() else []
+        step, newest = newest_checkpoint(run)
         return {
             "kind": kind,
             "run_dir": str(run_dir),
             "status": "interrupted",
             "step": step,
-            "checkpoint": str(found[-1][1]) if found else None,
+            "checkpoint": str(newest) if newest else None,
         }
     why = f": {end.last_error}" if end.last_error else ""
     raise RuntimeError(f"the trainer exited with code {end.code} before {run_dir} was finished{why}")
