@@ -126,7 +126,7 @@ def newest_checkpoint(run) -> tuple[int, Path | None]:
 
 def trainer_command(kind: str, config, gpus: int) -> list[str]:
     """`python -m tandem train KIND ...` reproducing `config`; over several GPUs through torchrun."""
-    from tandem.train.config import config_to_argv
+    from tandem.train.flags import config_to_argv
 
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)] if gpus > 1 else []
     return [sys.executable, *launcher, "-m", "tandem", "train", kind, *config_to_argv(config)]

@@ -19,7 +19,8 @@ import modal
 
 from tandem.env import modal_login as login
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, default_runs_dir, validate
+from tandem.train.config import CONFIGS, default_runs_dir
+from tandem.train.validate import validate
 
 from . import functions, resources
 from .attempt import RunInterrupted

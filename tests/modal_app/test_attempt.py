@@ -170,7 +170,7 @@ def test_a_finished_run_is_refused_unless_the_call_makes_it_longer(tmp_path, dit
     from tandem.cli import build_parser
     from tandem.errors import UsageError
     from tandem.train import run_training
-    from tandem.train.config import config_from_args
+    from tandem.train.flags import config_from_args
 
     argv = ["train", "dit", *dit_flags, "--runs-dir", str(tmp_path), "--run-name", "done"]
     config = config_from_args(DiTTrainConfig, build_parser().parse_args(argv))
@@ -184,7 +184,7 @@ def test_a_finished_run_is_refused_unless_the_call_makes_it_longer(tmp_path, dit
 def test_the_trainer_command_reproduces_the_config():
     import argparse
 
-    from tandem.train.config import add_config_arguments, config_from_args
+    from tandem.train.flags import add_config_arguments, config_from_args
 
     config = DiTTrainConfig(steps=7, run_name="r", runs_dir="/runs", lr=3e-4, amp=False)
     one, four = attempt.trainer_command("dit", config, 1), attempt.trainer_command("dit", config, 4)

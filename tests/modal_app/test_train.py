@@ -13,7 +13,8 @@ import pytest
 
 from support import REPO
 from tandem.cli import build_parser as tandem_parser
-from tandem.train.config import CONFIGS, config_from_args, given_fields
+from tandem.train.config import CONFIGS
+from tandem.train.flags import config_from_args, given_fields
 
 H100 = {"gpu": "H100", "timeout": 4 * 3600, "cpu": 4.0, "memory": 16384}  # the settings' defaults, training
 SHORT = {**H100, "timeout": 30 * 60}

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tandem.train import checkpoint
-from tandem.train.config import config_to_argv
+from tandem.train.flags import config_to_argv
 
 
 def torchrun(nproc: int, argv: list[str]) -> subprocess.CompletedProcess:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, TYPE_WORDS, TrainConfig, flag_name, flag_text, show_value, validate
+from tandem.train.config import CONFIGS, TrainConfig
+from tandem.train.flags import TYPE_WORDS, flag_name, flag_text, show_value
 from tandem.train.run import RunDir, RunLock
+from tandem.train.validate import validate
 
 START, RESUME, START_OVER = "start", "resume", "start over"
 

@@ -24,7 +24,7 @@ from tandem.train.optimizers import sgd
 from tandem.train.run import RunResult
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.step import TrainStep
+from tandem.train.step import StepState, optimizer_step
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset"}
@@ -52,7 +52,7 @@ def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[n
 
 
 @dataclasses.dataclass
-class ClassifierStep(TrainStep):
+class ClassifierStep(StepState):
     """One training step, batch -> loss -> update: what the loop repeats and benchmarks/throughput.py times."""
 
     c: ClassifierTrainConfig
@@ -108,6 +108,14 @@ class ClassifierStep(TrainStep):
 
     def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(module(x), y, label_smoothing=self.c.label_smoothing)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optimizer step `step` (0-based); returns the loss and gradient norm, still on the device."""
+        x, y = self.batch(step)
+        with autocast(x.device, self.c.amp):
+            loss = self.loss(self.net, x, y)
+        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
+        return loss, grad_norm
 
 
 def train(c: ClassifierTrainConfig) -> RunResult:

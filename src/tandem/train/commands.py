@@ -12,15 +12,11 @@ import math
 import sys
 from pathlib import Path
 
+from tandem.choices import SOLVERS
 from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
-from tandem.train.config import (
-    CONFIGS,
-    SOLVERS,
-    add_config_arguments,
-    config_from_args,
-    given_fields,
-)
+from tandem.train.config import CONFIGS
+from tandem.train.flags import add_config_arguments, config_from_args, given_fields
 
 
 def register(subparsers) -> None:
@@ -106,8 +102,8 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
 def sample_command(args: argparse.Namespace) -> int:
     import torch
 
-    from tandem.flow import EMA
     from tandem.models import DiTConfig, build_dit
+    from tandem.models.ema import EMA
     from tandem.train import checkpoint, memory, samples
     from tandem.train.device import choose_device
     from tandem.train.run import resolve_run

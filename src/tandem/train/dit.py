@@ -10,11 +10,13 @@ import torch
 import torch.nn as nn
 
 from tandem.data import Augment, ImageData
-from tandem.flow import EMA, flow_matching_loss
+from tandem.flow import flow_matching_loss
 from tandem.models import DiTConfig, build_dit
+from tandem.models.ema import EMA
 from tandem.train import memory
 from tandem.train.batches import BatchPlan
-from tandem.train.config import DiTTrainConfig, check_patch_size
+from tandem.train.config import DiTTrainConfig
+from tandem.train.device import autocast
 from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
 from tandem.train.loop import train_loop
 from tandem.train.optimizers import adamw
@@ -22,7 +24,8 @@ from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.step import TrainStep
+from tandem.train.step import StepState, optimizer_step
+from tandem.train.validate import check_patch_size
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {
@@ -51,7 +54,7 @@ def model_config_of(c: DiTTrainConfig, data: ImageData) -> DiTConfig:
 
 
 @dataclasses.dataclass
-class DiTStep(TrainStep):
+class DiTStep(StepState):
     """One training step, batch -> loss -> update -> EMA: what the loop repeats and benchmarks/throughput.py
     times."""
 
@@ -94,10 +97,17 @@ class DiTStep(TrainStep):
         return x, self.data.train_labels[idx]
 
     def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The flow-matching loss: noise, timesteps and dropped labels drawn from the "noise" stream."""
         return flow_matching_loss(module, x, y, generator=self.generators["noise"], schedule=self.c.timestep_schedule)
 
-    def after_update(self) -> None:
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optimizer step `step` (0-based); returns the loss and gradient norm, still on the device."""
+        x, y = self.batch(step)
+        with autocast(x.device, self.c.amp):
+            loss = self.loss(self.net, x, y)
+        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
         self.ema.update(self.model)
+        return loss, grad_norm
 
 
 def train(c: DiTTrainConfig) -> RunResult:

@@ -19,7 +19,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shlex
 import time
 from collections.abc import Callable
@@ -31,6 +30,8 @@ import torch
 from tandem.errors import UsageError
 from tandem.files import atomic_write
 from tandem.train.checkpoint import CheckpointDir, identity_digest
+from tandem.train.config import default_runs_dir
+from tandem.train.validate import check_run_name
 
 
 @dataclass
@@ -249,21 +250,7 @@ def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
     path = Path(run)
     if path.exists() or len(path.parts) != 1:
         return path
-    from tandem.train.config import default_runs_dir
-
     return Path(runs_dir or default_runs_dir()) / path
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-
-
-def check_run_name(run_name: str) -> None:
-    """A run name is one directory name: it can never point outside --runs-dir."""
-    if run_name and not RUN_NAME.fullmatch(run_name):
-        raise UsageError(
-            f"--run-name {run_name!r} is not a plain directory name; use letters, digits and . _ + - "
-            "(starting with a letter or digit), and --runs-dir for where it goes"
-        )
 
 
 class RunLock:

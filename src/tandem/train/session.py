@@ -27,11 +27,13 @@ from tandem.train import distributed, memory
 from tandem.train.attempt import START, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest, restore_rng
 from tandem.train.checkpoint import load as load_checkpoint
-from tandem.train.config import TrainConfig, flag_text, resolve_for_device, validate
+from tandem.train.config import TrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
+from tandem.train.flags import flag_text
 from tandem.train.loggers import Loggers
 from tandem.train.loop import LossWindow, StopSignal
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
+from tandem.train.validate import validate
 
 # Set by a supervisor (the Modal target) to tell its attempt's result.json from an earlier one's.
 ATTEMPT_VARIABLE = "TANDEM_ATTEMPT_ID"
