@@ -5,7 +5,7 @@ label smoothing, warmup then decay, and test accuracy (with flip test-time augme
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn as nn
@@ -118,9 +118,9 @@ class ClassifierStep(StepState):
         return loss, grad_norm
 
 
-def train(c: ClassifierTrainConfig) -> RunResult:
-    with Session("classifier", c) as s:
-        return _train(s, s.config)  # with the settings chosen for its device
+def train(c: ClassifierTrainConfig, given: Collection[str] | None = None) -> RunResult:
+    with Session("classifier", c, given) as s:
+        return _train(s, s.config)  # the attempt's settings, with those chosen for its device
 
 
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
@@ -129,14 +129,12 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     model, model_config = build_model(c, data, mean, std)
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     total_steps = c.epochs * plan.steps_per_epoch
-    resume = s.open_run({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # last check
+    resume = s.begin({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # the last check
 
     train_step = ClassifierStep.create(
         c, data, model, plan, s.generators["data"], mean, std, total_steps, resume=resume, prepare=s.prepare
     )
     model = train_step.model
-    if resume:
-        s.restore(resume)
     tta = c.tta and data.flip
 
     def training_state() -> dict:
@@ -169,7 +167,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         f"classifier: {c.arch}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{c.epochs} epochs x {plan.steps_per_epoch} steps of {c.batch_size} images"
     )
-    step, metrics = train_loop(
+    step, metrics, timing = train_loop(
         s,
         train_step,
         total_steps,
@@ -179,4 +177,4 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         evaluate=end_of_epoch,
     )
     status = "completed" if step >= total_steps else "stopped"
-    return s.finish(status, step, metrics, {}, model)
+    return s.run.finish(status, step, metrics, {}, model, timing)

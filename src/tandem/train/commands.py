@@ -77,15 +77,12 @@ def register(subparsers) -> None:
 
 def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train import run_training
-    from tandem.train.attempt import plan_attempt
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
     config = config_from_args(CONFIGS[kind], args)
-    # A continued run trains its recorded config; refusals come here, before any data is loaded.
-    config = plan_attempt(kind, config, given_fields(args), report=lambda line: None).config
-    try:
-        run_training(kind, config)
+    try:  # a continued run trains its recorded config, with the flags given where they may change
+        run_training(kind, config, given_fields(args))
     except (TrainingDiverged, CheckpointWriteError) as exc:
         print(f"tandem train {kind}: {exc}", file=sys.stderr)
         return 1

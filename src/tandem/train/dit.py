@@ -4,7 +4,7 @@ every step, and sample grids from the EMA model (Euler/Heun, classifier-free gui
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn as nn
@@ -110,9 +110,9 @@ class DiTStep(StepState):
         return loss, grad_norm
 
 
-def train(c: DiTTrainConfig) -> RunResult:
-    with Session("dit", c) as s:
-        return _train(s, s.config)  # with the settings chosen for its device
+def train(c: DiTTrainConfig, given: Collection[str] | None = None) -> RunResult:
+    with Session("dit", c, given) as s:
+        return _train(s, s.config)  # the attempt's settings, with those chosen for its device
 
 
 def _train(s: Session, c: DiTTrainConfig) -> RunResult:
@@ -126,13 +126,11 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     if c.classifier_checkpoint:
         classifier = SampleClassifier.load(c.classifier_checkpoint, device)
         classifier.check_matches(c.dataset, data.num_classes, image_shape)
-    resume = s.open_run({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
+    resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
 
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     train_step = DiTStep.create(c, data, model, plan, s.generators, resume=resume, prepare=s.prepare)
     ema = train_step.ema
-    if resume:
-        s.restore(resume)
 
     def training_state() -> dict:
         return {
@@ -152,17 +150,17 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         return save_grid(
             images,
             c.samples_per_class,
-            s.run.samples_dir / f"step_{step:07d}.png",
+            s.run.dir.samples_dir / f"step_{step:07d}.png",
             class_names=data.class_names,
-            caption=caption(s.run.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
-            latest=s.run.samples_dir / LATEST,
+            caption=caption(s.run.dir.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
+            latest=s.run.dir.samples_dir / LATEST,
         )
 
     s.print(
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
-    step, _ = train_loop(
+    step, _, timing = train_loop(
         s,
         train_step,
         c.steps,
@@ -172,13 +170,13 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         sample=save_samples,
     )
     if step < c.steps:
-        return s.finish("stopped", step, {}, {}, model)
+        return s.run.finish("stopped", step, {}, {}, model, timing)
     artifacts, metrics = {}, {}
     if s.is_main:
         artifacts["samples"] = save_samples(step)
         if classifier is not None:
             metrics = evaluate(s, c, ema.module, classifier)
-    return s.finish("completed", step, metrics, artifacts, model)
+    return s.run.finish("completed", step, metrics, artifacts, model, timing)
 
 
 def check_sample_memory(c: DiTTrainConfig, num_classes: int, image_shape, test_size: int, device) -> None:

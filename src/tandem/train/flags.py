@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Collection
 from dataclasses import fields
 from pathlib import Path
 
@@ -97,10 +98,13 @@ def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
     return cls(**values)
 
 
-def config_to_argv(config: TrainConfig) -> list[str]:
-    """The flags that reproduce `config` exactly (the inverse of add_config_arguments + config_from_args)."""
+def config_to_argv(config: TrainConfig, names: Collection[str] | None = None) -> list[str]:
+    """The flags that reproduce `config` exactly (the inverse of add_config_arguments + config_from_args);
+    only those of the fields `names` when given, so that they are all the flags a command counts as given."""
     argv = []
     for f in fields(config):
+        if names is not None and f.name not in names:
+            continue
         value = getattr(config, f.name)
         if value is None:  # the device's default: no flag says it
             continue

@@ -45,7 +45,7 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
     checkpoint: str | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
-    timing: dict[str, float] = field(default_factory=dict)  # Session.timing: where the time went, img/s
+    timing: dict[str, float] = field(default_factory=dict)  # tandem.train.loop.Clock.timing: where the time went, img/s
 
 
 class TrainingDiverged(RuntimeError):
