@@ -138,6 +138,7 @@ def claim_attempt(
     time it is planned (tandem.train.run_writer.RunWriter.claim, on rank 0). A refused attempt releases
     the lock and removes a directory it made."""
     path = locate_run(kind, config)
+    RunDir.check_location(path.parent, path.name)  # before the lock is made there
     if not config.run_name and not config.resume:  # claim a fresh name: mkdir is atomic
         while True:
             try:

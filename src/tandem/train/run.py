@@ -73,16 +73,23 @@ class RunDir:
     # -- choosing the directory (nothing is created here) ---------------------
 
     @staticmethod
-    def new_path(runs_dir: str | Path, kind: str, run_name: str) -> Path:
+    def check_location(runs_dir: str | Path, run_name: str) -> None:
+        """A run can be made here: --runs-dir is (or can become) a writable directory, --run-name no file."""
         runs_dir = Path(runs_dir)
         check_run_name(run_name)
         existing = next(p for p in (runs_dir.absolute(), *runs_dir.absolute().parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(f"--runs-dir {runs_dir}: cannot create runs under {existing}; pass a writable --runs-dir")
+        path = runs_dir / run_name
+        if run_name and path.exists() and not path.is_dir():
+            raise UsageError(f"--run-name {run_name}: {path} is a file, not a run; choose another --run-name")
+
+    @staticmethod
+    def new_path(runs_dir: str | Path, kind: str, run_name: str) -> Path:
+        runs_dir = Path(runs_dir)
+        RunDir.check_location(runs_dir, run_name)
         if run_name:
             path = runs_dir / run_name
-            if path.exists() and not path.is_dir():
-                raise UsageError(f"--run-name {run_name}: {path} is a file, not a run; choose another --run-name")
             if RunDir(path).started():
                 raise UsageError(
                     f"run directory {path} already exists; pass --resume to continue it (one with no complete "
