@@ -76,7 +76,7 @@ def train_here(kind: str, values: dict, placement, next_call, commit, given: lis
     command = trainer_command(kind, config, placement.count, given)
     end = run_attempt(command, run_dir, commit, deadline, attempt_id=attempt_id)
     if end.code == 2 and not end.stopped_by_us:  # bad input (tandem's UsageError): retrying cannot help
-        return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": end.last_error}
+        return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": end.last_error, "shown": True}
     result = attempt_result(kind, run_dir, end, attempt_id)
     if result["status"] in ("stopped", "interrupted") and end.out_of_time:
         if (result["step"] or 0) <= start_step:

@@ -172,6 +172,8 @@ def train(request: Request, config, place: resources.Placement, where: str, deta
         print(f"{exc}: run the same command with --run-name {config.run_name} to continue", file=sys.stderr)
         return 1
     if result["status"] == "error":
+        if result.get("shown"):  # the trainer's own one line, already on stderr (streamed from Modal)
+            return UsageError.exit_code
         raise UsageError(result["message"])
     run = Path(result["run_dir"]).name
     written = copy_outputs(source(config.runs_dir, where), run, request.target.outputs)

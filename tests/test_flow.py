@@ -99,6 +99,7 @@ def test_label_dropout_uses_the_null_class():
     assert torch.equal(field.seen_labels[-1], y[:8])
 
 
+@pytest.mark.training
 def test_short_training_run_drives_the_loss_down(monkeypatch):
     monkeypatch.setitem(DIT_SIZES, "test", DiTSize(depth=2, hidden_size=64, num_heads=4))
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
+pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 # A stand-in for torchrun: it starts a "rank" that ignores SIGTERM, writes a checkpoint every 50 ms, and on
 # SIGTERM writes one last checkpoint (step 1000) and waits for its rank, which never ends by itself.

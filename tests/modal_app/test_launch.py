@@ -22,7 +22,7 @@ from tandem.cli import main as tandem
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.run import RunDir
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
+pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 
 def listing(run_dir: Path) -> list[str]:

@@ -25,7 +25,7 @@ from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
+pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 # A small DiT, so that two ranks on two shared cores take seconds per call.
 SMALL_DIT = {"depth": 2, "width": 32, "heads": 2, "patch_size": 4, "batch_size": 16, "warmup_steps": 2,

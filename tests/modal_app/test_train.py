@@ -205,6 +205,7 @@ def run_python(words, cwd, env=None):
     )
 
 
+@pytest.mark.training
 def test_python_modal_app_train_py_works_from_anywhere(tmp_path):
     """`python modal_app/train.py`: a file inside a package, run from any folder."""
     done = run_python(["dit", "--help"], tmp_path)
@@ -212,6 +213,7 @@ def test_python_modal_app_train_py_works_from_anywhere(tmp_path):
     assert "--gpus GPUS" in done.stdout and "--checkpoint-every CHECKPOINT_EVERY" in done.stdout
 
 
+@pytest.mark.training
 def test_detach_without_credentials_is_one_line(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

@@ -18,6 +18,8 @@ from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
 from tandem.train.attempt import RESUME, START, START_OVER, plan_attempt
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 
 def record(run: Path) -> dict:
     return json.loads((run / "config.json").read_text())

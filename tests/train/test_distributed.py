@@ -8,6 +8,8 @@ import pytest
 from tandem.train import checkpoint
 from tandem.train.flags import config_to_argv
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 
 def torchrun(nproc: int, argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

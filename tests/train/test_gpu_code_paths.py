@@ -13,6 +13,8 @@ import torch
 
 from tandem.train import step
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 TRAINERS = ["dit", "classifier"]
 
 

@@ -14,6 +14,8 @@ from tandem.errors import UsageError
 from tandem.train.flags import config_to_argv
 from tandem.train.run import RunDir, RunLock
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
