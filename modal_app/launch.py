@@ -23,9 +23,9 @@ from tandem.train.config import CONFIGS, default_runs_dir
 from tandem.train.validate import validate
 
 from . import functions, resources
-from .attempt import RunInterrupted
 from .flags import PROG, Request, parse
 from .outputs import THE_FILE, DirFiles, VolumeFiles, copy_outputs, wanted
+from .supervisor import RunInterrupted
 
 
 def launch(argv: list[str], app_running: bool, detached: bool = False) -> int:

@@ -89,7 +89,7 @@ def test_modal_mounts_the_whole_package_and_imports_the_functions_from_it():
     assert scope["info"].module_name == "modal_app.functions"  # what the container imports
     files = mounted_package(functions.train_dit)
     names = {remote for remote in files if remote.endswith(".py")}
-    assert {"/root/modal_app/__init__.py", "/root/modal_app/functions.py", "/root/modal_app/attempt.py"} <= names
+    assert {"/root/modal_app/__init__.py", "/root/modal_app/functions.py", "/root/modal_app/supervisor.py"} <= names
 
 
 @pytest.mark.training

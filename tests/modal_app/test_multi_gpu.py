@@ -19,7 +19,8 @@ import modal
 import pytest
 import torch
 
-from modal_app import attempt, functions
+from modal_app import functions
+from modal_app import supervisor as attempt
 from modal_app.resources import placement
 from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modal_app.resources import GPU_TYPES, MAX_TIMEOUT, Placement, placement
+from modal_app.resources import MAX_TIMEOUT, Placement, placement
 from support import REPO
 from tandem.env.settings import load_project
 from tandem.errors import UsageError

@@ -18,9 +18,10 @@ from tandem.train import distributed
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
-from tandem.train.evaluate import channel_stats, normalize, predict
+from tandem.train.evaluate import predict
 from tandem.train.loop import train_loop
 from tandem.train.optimizers import sgd
+from tandem.train.pixels import channel_stats, normalize
 from tandem.train.run import RunResult
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session

@@ -17,9 +17,10 @@ from tandem.train import memory
 from tandem.train.batches import BatchPlan
 from tandem.train.config import DiTTrainConfig
 from tandem.train.device import autocast
-from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
+from tandem.train.evaluate import SampleClassifier, score_samples
 from tandem.train.loop import train_loop
 from tandem.train.optimizers import adamw
+from tandem.train.pixels import to_uint8
 from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler
