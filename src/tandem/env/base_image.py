@@ -37,6 +37,14 @@ _SECTION = re.compile(r"^\s*\[\s*tool\s*\.\s*tandem\s*\.\s*image\s*\]\s*(#.*)?$"
 _KEY = re.compile(r"""^(?P<head>\s*base_image_digest\s*=\s*)(?P<value>"[^"\\]*"|'[^']*')(?P<tail>.*)$""", re.S)
 
 
+class Unresolved(UsageError):
+    """The tag could not be resolved from a source: the message names the fix, `reason` is the short why."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class ImageRef:
     registry: str  # as Docker names it: docker.io, ghcr.io, 127.0.0.1:5000
@@ -102,12 +110,13 @@ def registry_digest(ref: str, timeout: float = 20) -> str:
     try:
         response = _fetch_manifest(url, image, timeout)
     except HTTPError as exc:
-        raise UsageError(_http_problem(ref, image, exc.code)) from None
+        raise _http_problem(ref, image, exc.code) from None
     except (URLError, OSError, ValueError) as exc:  # refused, DNS, TLS, timeout, a bad token answer
-        reason = getattr(exc, "reason", None) or exc
-        raise UsageError(
-            f"cannot reach the registry {image.api_host} for {ref} ({reason}): check the network (and HTTPS_PROXY), "
-            f"or `docker pull {ref}` and run `tandem pin-base --from engine`"
+        reason = f"the registry {image.api_host} is unreachable ({getattr(exc, 'reason', None) or exc})"
+        raise Unresolved(
+            f"cannot reach the registry {image.api_host} for {ref} ({getattr(exc, 'reason', None) or exc}): check "
+            f"the network (and HTTPS_PROXY), or `docker pull {ref}` and run `tandem pin-base --from engine`",
+            reason,
         ) from None
     digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(response.body).hexdigest()
     if not DIGEST.fullmatch(digest):
@@ -166,16 +175,24 @@ def _pull_token(challenge: HTTPError, image: ImageRef, timeout: float) -> str | 
     return answer.get("token") or answer.get("access_token")
 
 
-def _http_problem(ref: str, image: ImageRef, code: int) -> str:
+def _http_problem(ref: str, image: ImageRef, code: int) -> Unresolved:
+    host = image.api_host
     if code == 404:
-        return f"{ref}: the registry {image.api_host} has no such tag (HTTP 404); fix base_image in pyproject.toml"
-    if code in (401, 403):
-        return (
-            f"{ref}: the registry {image.api_host} refused an anonymous pull (HTTP {code}): the repository does "
-            f"not exist or needs a login; check base_image, or `docker login` and `docker pull {ref}`, then "
-            "`tandem pin-base --from engine`"
+        return Unresolved(
+            f"{ref}: the registry {host} has no such tag (HTTP 404); fix base_image in pyproject.toml",
+            f"the registry {host} has no such tag",
         )
-    return f"{ref}: the registry {image.api_host} answered HTTP {code}; try again, or `docker pull {ref}` and use --from engine"
+    if code in (401, 403):
+        return Unresolved(
+            f"{ref}: the registry {host} refused an anonymous pull (HTTP {code}): the repository does not exist or "
+            f"needs a login; check base_image, or `docker login` and `docker pull {ref}`, then "
+            "`tandem pin-base --from engine`",
+            f"the registry {host} refused an anonymous pull",
+        )
+    return Unresolved(
+        f"{ref}: the registry {host} answered HTTP {code}; try again, or `docker pull {ref}` and use --from engine",
+        f"the registry {host} answered HTTP {code}",
+    )
 
 
 # -- engine ---------------------------------------------------------------------------------------------
@@ -186,9 +203,10 @@ def engine_digests(ref: str, timeout: float = 20) -> list[str]:
     try:
         import docker
     except ImportError:
-        raise UsageError(
+        raise Unresolved(
             "--from engine needs the docker package: install the dev tools (`uv pip install -r requirements-dev.txt`) "
-            "or use --from registry"
+            "or use --from registry",
+            "no docker package to ask the engine with",
         ) from None
     image = parse_ref(ref)
     try:
@@ -198,13 +216,15 @@ def engine_digests(ref: str, timeout: float = 20) -> list[str]:
         finally:
             client.close()
     except docker.errors.ImageNotFound:
-        raise UsageError(
-            f"{ref} is not in the local engine: `docker pull {ref}` first, or use --from registry"
+        raise Unresolved(
+            f"{ref} is not in the local engine: `docker pull {ref}` first, or use --from registry",
+            f"{ref} is not in the local engine",
         ) from None
     except docker.errors.DockerException as exc:
-        reason = str(exc).split(": ", 1)[0]
-        raise UsageError(
-            f"no Docker engine answers ({reason}): start one (`sudo systemctl start docker`), or use --from registry"
+        raise Unresolved(
+            f"no Docker engine answers ({str(exc).split(': ', 1)[0]}): start one (`sudo systemctl start docker`), "
+            "or use --from registry",
+            "no Docker engine answers",
         ) from None
     digests = sorted(
         digest
@@ -212,9 +232,10 @@ def engine_digests(ref: str, timeout: float = 20) -> list[str]:
         if _same_repository(name, image)
     )
     if not digests:
-        raise UsageError(
+        raise Unresolved(
             f"the local {ref} has no digest from {image.registry}/{image.repository} (it was built or tagged here, "
-            f"never pulled or pushed): `docker pull {ref}`, or use --from registry"
+            f"never pulled or pushed): `docker pull {ref}`, or use --from registry",
+            f"the local {ref} was never pulled or pushed",
         )
     return digests
 

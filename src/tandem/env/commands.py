@@ -136,4 +136,7 @@ def parity_command(args) -> int:
         return 1
     accepted = sum(row.reason is not None for row in rows)
     print(f"\nparity ok: {len(rows) - accepted} fields match, {accepted} differ as accepted")
+    for row in rows:
+        if row.note:
+            print(f"note: {row.field} {row.note}")
     return 0
