@@ -112,15 +112,19 @@ def registry_digest(ref: str, timeout: float = 20) -> str:
     except HTTPError as exc:
         raise _http_problem(ref, image, exc.code) from None
     except (URLError, OSError, ValueError) as exc:  # refused, DNS, TLS, timeout, a bad token answer
-        reason = f"the registry {image.api_host} is unreachable ({getattr(exc, 'reason', None) or exc})"
+        why = getattr(exc, "reason", None) or exc
         raise Unresolved(
-            f"cannot reach the registry {image.api_host} for {ref} ({getattr(exc, 'reason', None) or exc}): check "
-            f"the network (and HTTPS_PROXY), or `docker pull {ref}` and run `tandem pin-base --from engine`",
-            reason,
+            f"cannot reach the registry {image.api_host} for {ref} ({why}): check the network (and HTTPS_PROXY), "
+            f"or `docker pull {ref}` and run `tandem pin-base --from engine`",
+            f"the registry {image.api_host} is unreachable ({why})",
         ) from None
     digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(response.body).hexdigest()
     if not DIGEST.fullmatch(digest):
-        raise UsageError(f"the registry {image.api_host} answered {ref} with the digest {digest[:80]!r}, not sha256")
+        raise Unresolved(
+            f"the registry {image.api_host} answered {ref} with the digest {digest[:80]!r}, not sha256:<64 hex>; "
+            "pin it by hand or use --from engine",
+            f"the registry {image.api_host} answered a digest that is not sha256",
+        )
     return digest
 
 
