@@ -98,3 +98,75 @@ def test_unknown_modal_gpu_is_a_usage_error():
 
     with pytest.raises(UsageError, match="not a Modal GPU type"):
         doctor.doctor_command(argparse.Namespace(target="modal", modal_gpu="X9000", project=str(REPO), json=False))
+
+
+DIGEST = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+
+
+@pytest.fixture
+def pinned(tmp_path):
+    project_dir = copy_project(tmp_path)
+    edit(project_dir / "pyproject.toml", 'base_image_digest = ""', f'base_image_digest = "{DIGEST}"')
+    return doctor.Context(load_project(project_dir), "H100")
+
+
+def test_an_unpinned_base_is_a_warning_offline(ctx, monkeypatch):
+    import tandem.env.base_image as base_image
+
+    monkeypatch.setattr(base_image, "resolve", None)  # never asked: the settings alone decide
+    finding = doctor.base_image_pinned(ctx)
+    assert (finding.status, finding.detail, finding.fix) == (
+        "warn",
+        "python:3.11-slim-bookworm is not pinned by digest: each build takes whatever the tag names then",
+        "run `tandem pin-base`, then `tandem render`",
+    )
+
+
+def test_a_tag_that_moved_off_the_pin_is_a_warning_naming_both(pinned, monkeypatch):
+    import tandem.env.base_image as base_image
+
+    asked = []
+
+    def resolve(ref, source, recorded, timeout):
+        asked.append((ref, source, recorded, timeout))
+        return base_image.Resolved(OTHER, "the registry docker.io")
+
+    monkeypatch.setattr(base_image, "resolve", resolve)
+    finding = doctor.base_image_pinned(pinned)
+    assert asked == [("python:3.11-slim-bookworm", "registry", DIGEST, 5)]
+    assert (finding.status, finding.detail) == (
+        "warn",
+        f"python:3.11-slim-bookworm now resolves to {OTHER} in the registry docker.io, but the settings pin {DIGEST}",
+    )
+    assert finding.fix == "builds keep the pinned one; to take the new one run `tandem pin-base`, then `tandem render`"
+
+
+def test_the_engine_is_asked_when_the_registry_is_out_of_reach(pinned, monkeypatch):
+    import tandem.env.base_image as base_image
+
+    def resolve(ref, source, recorded, timeout):
+        if source == "registry":
+            raise base_image.Unresolved("long message", "the registry registry-1.docker.io is unreachable")
+        return base_image.Resolved(DIGEST, "the local engine")
+
+    monkeypatch.setattr(base_image, "resolve", resolve)
+    finding = doctor.base_image_pinned(pinned)
+    assert (finding.status, finding.detail) == (
+        "ok",
+        f"python:3.11-slim-bookworm@{DIGEST}: the tag still resolves to it in the local engine",
+    )
+
+
+def test_a_pin_that_cannot_be_checked_is_ok_with_the_reasons(pinned, monkeypatch):
+    import tandem.env.base_image as base_image
+
+    def resolve(ref, source, recorded, timeout):
+        raise base_image.Unresolved("long message", f"no {source}")
+
+    monkeypatch.setattr(base_image, "resolve", resolve)
+    finding = doctor.base_image_pinned(pinned)
+    assert (finding.status, finding.detail) == (
+        "ok",
+        f"python:3.11-slim-bookworm@{DIGEST} (the tag could not be checked now: no registry; no engine)",
+    )

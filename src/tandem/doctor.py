@@ -27,6 +27,7 @@ MODAL_GPU_ARCH = {
     "T4": "sm_75", "L4": "sm_89", "A10G": "sm_86", "A10": "sm_86", "A100": "sm_80", "A100-40GB": "sm_80",
     "A100-80GB": "sm_80", "L40S": "sm_89", "H100": "sm_90", "H200": "sm_90", "B200": "sm_100",
 }  # fmt: skip
+BASE_IMAGE_TIMEOUT_S = 5  # the registry is asked with a short timeout: an offline machine answers at once
 IMAGE_DISK_GB = 20  # the CUDA venv (~6 GB) twice during the build, plus the base and the cache
 
 
@@ -124,6 +125,34 @@ def generated_fresh(ctx: Context) -> Finding:
         return Finding("generated files", "ok", "docker/Dockerfile and compose.yaml match the settings and lock")
     stale = sorted(set(re.findall(r"^--- (\S+)", diff, re.M)))
     return Finding("generated files", "fail", f"stale: {', '.join(stale)}", "run `tandem render` and commit")
+
+
+def base_image_pinned(ctx: Context) -> Finding:
+    """Offline: is the base pinned by digest? With a registry or an engine in reach: does the tag still
+    resolve to that digest (builds keep the pinned one either way; a moved tag means updates to take)."""
+    from tandem.env.base_image import SOURCES, Unresolved, resolve
+
+    s = ctx.project.settings
+    if not s.base_image_digest:
+        return Finding(
+            "base image", "warn", f"{s.base_image} is not pinned by digest: each build takes whatever the tag names then",
+            "run `tandem pin-base`, then `tandem render`",
+        )  # fmt: skip
+    problems = []
+    for source in SOURCES:
+        try:
+            now = resolve(s.base_image, source, s.base_image_digest, timeout=BASE_IMAGE_TIMEOUT_S)
+        except Unresolved as exc:
+            problems.append(exc.reason)
+            continue
+        if now.digest == s.base_image_digest:
+            return Finding("base image", "ok", f"{s.base_ref}: the tag still resolves to it in {now.source}")
+        return Finding(
+            "base image", "warn",
+            f"{s.base_image} now resolves to {now.digest} in {now.source}, but the settings pin {s.base_image_digest}",
+            "builds keep the pinned one; to take the new one run `tandem pin-base`, then `tandem render`",
+        )  # fmt: skip
+    return Finding("base image", "ok", f"{s.base_ref} (the tag could not be checked now: {'; '.join(problems)})")
 
 
 def docker_engine(ctx: Context) -> Finding:
@@ -245,6 +274,15 @@ def _run(cmd: list[str]) -> str | None:
 # What each target needs, asked in this order (a probe looks, and says what it found and the fix).
 PROBES: dict[str, list[Callable]] = {
     "local": [python_version, lock_fresh, nvidia_driver, local_gpu_kernels],
-    "docker": [lock_fresh, generated_fresh, docker_engine, compose_v2, nvidia_runtime, nvidia_driver, disk_space],
-    "modal": [lock_fresh, generated_fresh, modal_credentials, modal_gpu_kernels],
+    "docker": [
+        lock_fresh,
+        generated_fresh,
+        base_image_pinned,
+        docker_engine,
+        compose_v2,
+        nvidia_runtime,
+        nvidia_driver,
+        disk_space,
+    ],
+    "modal": [lock_fresh, generated_fresh, base_image_pinned, modal_credentials, modal_gpu_kernels],
 }

@@ -7,8 +7,11 @@ import contextlib
 import io
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
+import time
+import urllib.request
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -56,6 +59,39 @@ def standin_build_args(docker_engine) -> dict[str, str]:
     """{"PYTHON_IMAGE": ..., "UV_IMAGE": ...}: local stand-ins for the Dockerfile's base images."""
     lines = _script("build-standins.sh").split()
     return dict(line.split("=", 1) for line in lines)
+
+
+@pytest.fixture(scope="session")
+def local_registry(docker_engine, tmp_path_factory):
+    """A registry (Debian's docker-registry, the v2 API) on 127.0.0.1 at a free port, storing in a temporary
+    directory; yields its host:port. The engine pushes to and pulls from loopback registries over HTTP."""
+    binary = _script("ensure-registry.sh").strip()
+    root = tmp_path_factory.mktemp("registry")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{probe.getsockname()[1]}"
+    config = root / "config.yml"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: {host}\n"
+    )
+    log = root / "registry.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            no_proxy.open(f"http://{host}/v2/", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"docker-registry did not answer on {host}:\n{log.read_text()[-2000:]}", pytrace=False)
+            time.sleep(0.1)
+    yield host
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

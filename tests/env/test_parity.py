@@ -47,7 +47,7 @@ def test_fresh_project_is_in_parity_and_lists_every_field(project_dir):
     assert [row.field for row in rows if not row.match] == []
     fields = [row.field for row in rows]
     for name in (
-        "base image", "python", "uv version", "apt packages", "apt options", "lock (sha256)", "installs outside lock",
+        "base image", "base image digest", "python", "uv version", "apt packages", "apt options", "lock (sha256)", "installs outside lock",
         "install options", "install interpreter", "install env", "other build commands", "env PATH",
         "env VIRTUAL_ENV", "env TANDEM_ENV_DIGEST", "user", "HOME", "workdir", "source location",
         "source after deps", "function train_dit image", "function train_dit env", "function check env",
@@ -121,6 +121,46 @@ def test_different_base_image(project_dir):
         "ARG PYTHON_IMAGE=python:3.12-slim-bookworm",
     )
     assert mismatches(load_project(project_dir)) == ["base image", "python"]
+
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_an_unpinned_base_matches_and_is_noted(project_dir, capsys):
+    (row,) = [row for row in parity_rows(load_project(project_dir)) if row.field == "base image digest"]
+    assert (row.docker, row.modal, row.match, row.reason) == ("(unpinned)", "(unpinned)", True, None)
+    assert row.status == (
+        "yes (unpinned: both take whatever python:3.11-slim-bookworm names when they build; "
+        "`tandem pin-base` records a digest)"
+    )
+    assert parity_command(argparse.Namespace(project=str(project_dir))) == 0
+    assert capsys.readouterr().out.endswith(
+        "\nnote: base image digest unpinned: both take whatever python:3.11-slim-bookworm names when they build; "
+        "`tandem pin-base` records a digest\n"
+    )
+
+
+def test_a_pinned_base_is_the_digest_on_both_sides(project_dir, capsys):
+    edit(project_dir / "pyproject.toml", 'base_image_digest = ""', f'base_image_digest = "{DIGEST}"')
+    write_generated(load_project(project_dir))
+    rows = {row.field: row for row in parity_rows(load_project(project_dir))}
+    assert (rows["base image digest"].docker, rows["base image digest"].modal) == (DIGEST, DIGEST)
+    assert rows["base image digest"].status == "yes"
+    assert rows["base image"].docker == rows["base image"].modal == "python:3.11-slim-bookworm"
+    assert parity_command(argparse.Namespace(project=str(project_dir))) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
+def test_a_digest_recorded_but_not_rendered_fails(project_dir):
+    edit(project_dir / "pyproject.toml", 'base_image_digest = ""', f'base_image_digest = "{DIGEST}"')
+    assert mismatches(load_project(project_dir)) == ["base image digest", "env TANDEM_ENV_DIGEST"]
+
+
+def test_a_digest_edited_into_the_dockerfile_fails_alone(project_dir):
+    edit(project_dir / "pyproject.toml", 'base_image_digest = ""', f'base_image_digest = "{DIGEST}"')
+    write_generated(load_project(project_dir))
+    edit(project_dir / "docker/Dockerfile", f"@{DIGEST}", "@sha256:" + "b" * 64)
+    assert mismatches(load_project(project_dir)) == ["base image digest"]
 
 
 def test_stale_dockerfile_after_settings_edit(project_dir):

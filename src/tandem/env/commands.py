@@ -1,4 +1,4 @@
-"""`tandem lock`, `tandem render` and `tandem parity`: keep the generated environment in step."""
+"""`tandem lock`, `tandem pin-base`, `tandem render` and `tandem parity`: keep the generated environment in step."""
 
 from __future__ import annotations
 
@@ -14,6 +14,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lock = _add(subparsers, "lock", "Re-compile requirements-modal.txt (and the dev lock) from pyproject.toml.")
     lock.add_argument("--check", action="store_true", help="Exit 1 if the locks are stale; write nothing.")
     lock.set_defaults(func=lock_command)
+
+    pin = _add(
+        subparsers,
+        "pin-base",
+        "Record the digest the base_image tag resolves to now as base_image_digest in pyproject.toml.",
+    )
+    pin.add_argument(
+        "--from",
+        dest="source",
+        choices=("registry", "engine"),
+        default="registry",
+        help="where to read the tag: its registry (HTTP v2 API; no engine needed) or the local engine's pulled copy "
+        "(default: registry)",
+    )
+    pin.add_argument(
+        "--check",
+        action="store_true",
+        help="Exit 1 if no digest is recorded or the tag now resolves to another one; write nothing.",
+    )
+    pin.set_defaults(func=pin_base_command)
 
     render_ = _add(
         subparsers, "render", "Write docker/Dockerfile and compose.yaml from the settings block and the lock."
@@ -53,6 +73,35 @@ def lock_command(args) -> int:
     return 0
 
 
+def pin_base_command(args) -> int:
+    from tandem.env.base_image import resolve, write_base_digest
+
+    project = load_project(args.project)
+    s = project.settings
+    recorded = s.base_image_digest
+    if args.check and not recorded:
+        print(
+            f"not pinned: base_image_digest is empty, so both images take whatever {s.base_image} names; run `tandem pin-base`"
+        )
+        return 1
+    now = resolve(s.base_image, args.source, recorded)
+    if args.check:
+        if now.digest != recorded:
+            print(
+                f"{s.base_image} now resolves to {now.digest} in {now.source}, but pyproject.toml pins {recorded}; "
+                "run `tandem pin-base` to move the pin"
+            )
+            return 1
+        print(f"pinned: {s.base_image} still resolves to {recorded} in {now.source}")
+        return 0
+    if not write_base_digest(project.pyproject_path, now.digest):
+        print(f"already pinned: {s.base_image}@{now.digest} ({now.source}); nothing written")
+        return 0
+    print(f'wrote base_image_digest = "{now.digest}" to pyproject.toml ({s.base_image} in {now.source})')
+    print("now run `tandem render` so docker/Dockerfile and compose.yaml pull the pinned base")
+    return 0
+
+
 def render_command(args) -> int:
     project = load_project(args.project)
     if args.check:
@@ -87,4 +136,7 @@ def parity_command(args) -> int:
         return 1
     accepted = sum(row.reason is not None for row in rows)
     print(f"\nparity ok: {len(rows) - accepted} fields match, {accepted} differ as accepted")
+    for row in rows:
+        if row.note:
+            print(f"note: {row.field} {row.note}")
     return 0

@@ -32,7 +32,8 @@ HOUSEKEEPING = (["apt-get", "update"], ["rm", "-rf", "/var/lib/apt/lists/*"])
 
 @dataclass
 class ImageFacts:
-    base_image: str = ""
+    base_image: str = ""  # the FROM reference without its digest
+    base_digest: str = ""  # the digest it is pinned to (`name@sha256:...`), or "" when it floats on the tag
     python: str = ""
     uv_version: str = ""
     apt_packages: list[str] = field(default_factory=list)
@@ -71,7 +72,8 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
     stages = _stages(dockerfile.parse_string(text))
     final = stages[-1]
     by_alias = {s.alias: s for s in stages if s.alias}
-    facts = ImageFacts(base_image=final.image)
+    name, _, digest = final.image.partition("@")
+    facts = ImageFacts(base_image=name, base_digest=digest)
     facts.python = python_of_image(final.image)
 
     reachable = _reachable(final, by_alias)

@@ -25,6 +25,7 @@ from tandem.tables import format_table, shorten
 APP_FILE = "modal_app/train.py"
 # Names that must reach neither image, whatever the ignore list says.
 SECRET_LOOKING = (".env*", "*.pem", "*.key", ".netrc", "id_rsa*", "*credentials*")
+UNPINNED = "(unpinned)"
 
 
 def accepted(project: Project) -> dict[str, tuple[str, str, str]]:
@@ -59,6 +60,7 @@ class Row:
     modal: str
     expected: str | None = None  # parity of two wrong images is no comfort: some fields must hold alone
     reason: str | None = None  # set when this difference is an accepted one
+    note: str | None = None  # a match that still deserves a look (an unpinned base)
 
     @property
     def match(self) -> bool:
@@ -70,6 +72,8 @@ class Row:
     def status(self) -> str:
         if self.reason is not None:
             return f"differs (accepted: {self.reason})"
+        if self.match and self.note:
+            return f"yes ({self.note})"
         return "yes" if self.match else "NO"
 
 
@@ -248,6 +252,7 @@ def _under(path: Path, folder: Path) -> bool:
 def compare(docker: ImageFacts, modal: ImageFacts, project: Project) -> list[Row]:
     rows = [
         Row("base image", docker.base_image, modal.base_image),
+        _base_digest(docker, modal, project),
         Row("python", docker.python, modal.python),
         Row("add python", docker.add_python or "(none)", modal.add_python or "(none)", expected="(none)"),
         Row("uv version", docker.uv_version, modal.uv_version),
@@ -283,6 +288,21 @@ def compare(docker: ImageFacts, modal: ImageFacts, project: Project) -> list[Row
         if (row.docker, row.modal) == (docker_value, modal_value):
             row.reason = why
     return rows
+
+
+def _base_digest(docker: ImageFacts, modal: ImageFacts, project: Project) -> Row:
+    """Both FROM lines name the digest the settings record; with none recorded the base floats on its tag on
+    both sides, which matches but is noted: each build takes whatever the tag names that day."""
+    row = Row(
+        "base image digest",
+        docker.base_digest or UNPINNED,
+        modal.base_digest or UNPINNED,
+        expected=project.settings.base_image_digest or UNPINNED,
+    )
+    if row.match and row.docker == UNPINNED:
+        tag = project.settings.base_image
+        row.note = f"unpinned: both take whatever {tag} names when they build; `tandem pin-base` records a digest"
+    return row
 
 
 def _source_order(docker: ImageFacts, modal: ImageFacts) -> Row:
