@@ -11,7 +11,6 @@ import math
 import pytest
 import torch
 
-
 pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 TRAINERS = ["dit", "classifier"]
