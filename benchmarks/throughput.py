@@ -59,8 +59,8 @@ from tandem.train import classifier, dit, run_training
 from tandem.train.batches import BatchPlan
 from tandem.train.config import CONFIGS, ClassifierTrainConfig, DiTTrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism
-from tandem.train.evaluate import channel_stats
 from tandem.train.loop import LossWindow
+from tandem.train.pixels import channel_stats
 
 LONG_RUN = 10**9  # the schedule's length: any value costs the same per step
 SHAPES = {"cifar": (3, 32, 32), "digits": (1, 8, 8)}

@@ -3,7 +3,7 @@
 train.py      the entry file (`modal run modal_app/train.py ...`, `python modal_app/train.py ...`)
 functions.py  the app: image, Volumes, one Function per command
 resources.py  GPU type and count, timeout, CPU and memory: the one place that decides them
-attempt.py    inside a training Function: the supervised trainer, commits, continuation
+supervisor.py inside a training Function: the supervised trainer, commits, continuation
 flags.py      the entrypoint's words; launch.py: what the entrypoint does with them
-outputs.py    copying a run's outputs; check.py: `tox -e modal`
+outputs.py    copying a run's outputs; compare_fingerprints.py: `tox -e modal`
 """

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from tandem.cli import build_parser as tandem_parser
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, config_from_args, given_fields
+from tandem.train.config import CONFIGS
+from tandem.train.flags import config_from_args, given_fields
 
 from . import resources
 

@@ -19,12 +19,13 @@ import modal
 
 from tandem.env import modal_login as login
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, default_runs_dir, validate
+from tandem.train.config import CONFIGS, default_runs_dir
+from tandem.train.validate import validate
 
 from . import functions, resources
-from .attempt import RunInterrupted
 from .flags import PROG, Request, parse
 from .outputs import THE_FILE, DirFiles, VolumeFiles, copy_outputs, wanted
+from .supervisor import RunInterrupted
 
 
 def launch(argv: list[str], app_running: bool, detached: bool = False) -> int:
@@ -171,6 +172,8 @@ def train(request: Request, config, place: resources.Placement, where: str, deta
         print(f"{exc}: run the same command with --run-name {config.run_name} to continue", file=sys.stderr)
         return 1
     if result["status"] == "error":
+        if result.get("shown"):  # the trainer's own one line, already on stderr (streamed from Modal)
+            return UsageError.exit_code
         raise UsageError(result["message"])
     run = Path(result["run_dir"]).name
     written = copy_outputs(source(config.runs_dir, where), run, request.target.outputs)

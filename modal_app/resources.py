@@ -29,7 +29,7 @@ GPU_TYPES = {
     "B200+": 8,
 }
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit per call, in seconds
-TRAIN_TIMEOUT = 4 * 60 * 60  # per call; a longer run continues in a new call (see attempt.py)
+TRAIN_TIMEOUT = 4 * 60 * 60  # per call; a longer run continues in a new call (see supervisor.py)
 SHORT_TIMEOUT = 30 * 60  # sampling and the fingerprint
 RETRIES = 3  # attempts after the first, 10 s, 20 s, 40 s apart
 RETRY_DELAY = 10.0

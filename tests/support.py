@@ -43,7 +43,7 @@ def train_in_background(kind: str, config, until_lines: int, timeout: float = 12
     import sys
     import time
 
-    from tandem.train.config import config_to_argv
+    from tandem.train.flags import config_to_argv
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "tandem", "train", kind, *config_to_argv(config)],

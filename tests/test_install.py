@@ -15,6 +15,8 @@ import pytest
 from support import REPO, edit
 from tandem.check.environment import source_digest
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 # What a user's copy of the project leaves out: the source (the wheel brings it) and what tools and runs make.
 LEFT_OUT = {"src", ".git", ".venv", ".tox", "runs", "data", "outputs", "dist", "build"}
 CACHES = ("__pycache__", ".pytest_cache", ".ruff_cache")

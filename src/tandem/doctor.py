@@ -118,7 +118,7 @@ def lock_fresh(ctx: Context) -> Finding:
 
 
 def generated_fresh(ctx: Context) -> Finding:
-    from tandem.env.generate import staleness_diff
+    from tandem.env.render import staleness_diff
 
     diff = staleness_diff(ctx.project)
     if not diff:

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
 STEPS = ["tandem check twice", "bitwise resume", "throughput", "digits DiT run", "2-rank DDP"]
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 

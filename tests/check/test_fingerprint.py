@@ -5,6 +5,8 @@ import pytest
 from tandem.check import behaviour
 from tandem.cli import main
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 
 def test_two_runs_in_one_environment_match_and_a_planted_variable_is_named(tmp_path, monkeypatch, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"

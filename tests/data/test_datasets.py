@@ -72,6 +72,7 @@ def test_image_size_resizes_and_keeps_uint8(digits, tmp_path):
 COLORS = {"cat": (200, 10, 10), "dog": (10, 200, 10), "owl": (10, 10, 200)}
 
 
+@pytest.mark.training
 def test_imagefolder_uses_train_and_test_subfolders(tmp_path, make):
     for split, count in [("train", 3), ("test", 1)]:
         for name, color in COLORS.items():

@@ -1,5 +1,6 @@
 from support import edit
-from tandem.env.digest import DIGEST_VAR, env_digest, image_env, stale_image_warning
+from tandem.env.digest import DIGEST_VAR, env_digest, stale_image_warning
+from tandem.env.image_steps import image_env
 from tandem.env.settings import load_project
 
 

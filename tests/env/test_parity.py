@@ -7,7 +7,6 @@ import pytest
 
 from support import edit
 from tandem.env.commands import parity_command
-from tandem.env.generate import write_generated
 from tandem.env.image_steps import image_steps
 from tandem.env.modal_image import build_modal_image, modal_image_from_steps
 from tandem.env.parity import (
@@ -18,6 +17,7 @@ from tandem.env.parity import (
     source_files_docker,
     source_files_modal,
 )
+from tandem.env.render import write_generated
 from tandem.env.settings import Project, load_project
 
 ACCEPTED_FIELDS = ["install interpreter", "other build commands", "env VIRTUAL_ENV", "env PATH", "user", "HOME"]

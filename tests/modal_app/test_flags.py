@@ -9,7 +9,8 @@ from support import REPO
 from tandem.cli import build_parser as tandem_parser
 from tandem.env.settings import load_project
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, config_from_args
+from tandem.train.config import CONFIGS
+from tandem.train.flags import config_from_args
 
 SETTINGS = load_project(REPO).settings
 

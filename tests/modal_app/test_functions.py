@@ -89,9 +89,10 @@ def test_modal_mounts_the_whole_package_and_imports_the_functions_from_it():
     assert scope["info"].module_name == "modal_app.functions"  # what the container imports
     files = mounted_package(functions.train_dit)
     names = {remote for remote in files if remote.endswith(".py")}
-    assert {"/root/modal_app/__init__.py", "/root/modal_app/functions.py", "/root/modal_app/attempt.py"} <= names
+    assert {"/root/modal_app/__init__.py", "/root/modal_app/functions.py", "/root/modal_app/supervisor.py"} <= names
 
 
+@pytest.mark.training
 def test_in_the_container_the_functions_import_from_what_is_mounted(tmp_path):
     """/root holds only the mounted package; the project sits at the image's workdir."""
     root, workdir = tmp_path / "root", tmp_path / "app"

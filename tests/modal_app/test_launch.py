@@ -22,7 +22,7 @@ from tandem.cli import main as tandem
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.run import RunDir
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
+pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 
 def listing(run_dir: Path) -> list[str]:
@@ -126,7 +126,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def test_a_killed_call_called_again_resumes_and_matches_an_uninterrupted_run(dirs, classifier_flags, capsys, tmp_path):
+def test_a_killed_call_called_again_resumes_and_matches_an_uninterrupted_run(dirs, classifier_flags, capfd, tmp_path):
     flags = ["classifier", *classifier_flags, "--epochs", "4", "--checkpoint-every", "4", "--seed", "3", "--local"]
 
     # The first attempt dies hard with all its processes (as a container does: no handler, no final
@@ -157,10 +157,10 @@ def test_a_killed_call_called_again_resumes_and_matches_an_uninterrupted_run(dir
     assert first.returncode == -signal.SIGKILL, "the first attempt ended before it was killed"
     assert checkpoints.existing()[-1][0] < CheckpointDir(dirs["runs"] / "whole" / "checkpoints").existing()[-1][0]
 
-    # The same call again (what Modal's retry or restart does) continues it.
-    capsys.readouterr()
+    # The same call again (what Modal's retry or restart does) continues it: the trainer says so.
+    capfd.readouterr()
     assert launch([*flags, "--run-name", "cut"], app_running=False) == 0
-    assert f"resuming {dirs['runs'] / 'cut'} from step_" in capsys.readouterr().out
+    assert f"resuming {dirs['runs'] / 'cut'} from step_" in capfd.readouterr().out
     assert same_tensors(final_model(dirs["runs"] / "whole"), final_model(dirs["runs"] / "cut"))
 
 

@@ -19,13 +19,14 @@ import modal
 import pytest
 import torch
 
-from modal_app import attempt, functions
+from modal_app import functions
+from modal_app import supervisor as attempt
 from modal_app.resources import placement
 from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
+pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 # A small DiT, so that two ranks on two shared cores take seconds per call.
 SMALL_DIT = {"depth": 2, "width": 32, "heads": 2, "patch_size": 4, "batch_size": 16, "warmup_steps": 2,
@@ -123,15 +124,14 @@ def test_a_two_rank_run_out_of_time_continues_and_ends_as_an_uninterrupted_one(t
     holder.join()
     assert result["status"] == "continued", result
     assert 0 < result["step"] < steps
-    ((tag, gpu, sent_timeout, (next_config, next_place)),) = spawned
-    assert (tag, gpu, sent_timeout, next_place) == ("train_dit", "T4:2", timeout, place.as_dict())
+    ((tag, gpu, sent_timeout, (next_config, next_place, next_given)),) = spawned
+    assert (tag, gpu, sent_timeout, next_place, next_given) == ("train_dit", "T4:2", timeout, place.as_dict(), None)
     assert next_config == {**config, "resume": True}
     assert job_pids("chained") == []  # nothing of the first call's job is left
 
     calls = 1
     while result["status"] == "continued":  # what Modal does with each spawned call
-        next_config, next_place = spawned[-1][3]
-        result = functions.train_dit.local(next_config, next_place)
+        result = functions.train_dit.local(*spawned[-1][3])
         calls += 1
         assert calls < 6, "the run does not progress from call to call"
     assert (result["status"], result["step"]) == ("completed", steps)

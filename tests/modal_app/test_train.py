@@ -13,7 +13,8 @@ import pytest
 
 from support import REPO
 from tandem.cli import build_parser as tandem_parser
-from tandem.train.config import CONFIGS, config_from_args, given_fields
+from tandem.train.config import CONFIGS
+from tandem.train.flags import config_from_args, given_fields
 
 H100 = {"gpu": "H100", "timeout": 4 * 3600, "cpu": 4.0, "memory": 16384}  # the settings' defaults, training
 SHORT = {**H100, "timeout": 30 * 60}
@@ -204,6 +205,7 @@ def run_python(words, cwd, env=None):
     )
 
 
+@pytest.mark.training
 def test_python_modal_app_train_py_works_from_anywhere(tmp_path):
     """`python modal_app/train.py`: a file inside a package, run from any folder."""
     done = run_python(["dit", "--help"], tmp_path)
@@ -211,6 +213,7 @@ def test_python_modal_app_train_py_works_from_anywhere(tmp_path):
     assert "--gpus GPUS" in done.stdout and "--checkpoint-every CHECKPOINT_EVERY" in done.stdout
 
 
+@pytest.mark.training
 def test_detach_without_credentials_is_one_line(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

@@ -10,6 +10,8 @@ import pytest
 
 from tandem.train import checkpoint
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 FLAGS = [
     "train", "dit", "--patch-size", "4", "--batch-size", "32", "--steps", "9", "--warmup-steps", "2",
     "--log-every", "1", "--checkpoint-every", "3", "--sample-every", "0", "--samples-per-class", "1",

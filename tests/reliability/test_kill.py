@@ -16,6 +16,8 @@ import torch
 
 from tandem.train import checkpoint
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 INJECT = Path(__file__).with_name("inject.py")
 FLAGS = [
     "--patch-size", "4", "--batch-size", "32", "--steps", "12", "--warmup-steps", "2", "--log-every", "1",

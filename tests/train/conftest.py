@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig, config_to_argv
+from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
+from tandem.train.flags import config_to_argv
 
 REPO = Path(__file__).resolve().parents[2]
 

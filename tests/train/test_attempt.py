@@ -1,6 +1,7 @@
 """A run is its config.json: continuing it trains that config, with only the changes a continued run
 may take, recorded with the step they took effect; a run with nothing trained starts over."""
 
+import dataclasses
 import json
 import os
 import shlex
@@ -16,6 +17,8 @@ from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
 from tandem.train.attempt import RESUME, START, START_OVER, plan_attempt
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 
 def record(run: Path) -> dict:
@@ -139,21 +142,21 @@ def test_plan_attempt_decides_for_every_target(dit_config, runs_dir):
     assert plan_attempt("dit", config).action == START
     with pytest.raises(UsageError, match="there is no run"):
         plan_attempt("dit", dit_config(run_name="p", resume=True))
-    assert plan_attempt("dit", config, if_started=True).action == START
+    assert plan_attempt("dit", dataclasses.replace(config, resume=False)).action == START
 
     (runs_dir / "p").mkdir()
     (runs_dir / "p" / "metrics.jsonl").write_text("")
     with pytest.raises(UsageError, match="already exists"):
         plan_attempt("dit", config)
-    assert plan_attempt("dit", config, if_started=True).action == START_OVER
+    assert plan_attempt("dit", dataclasses.replace(config, resume=True)).action == START_OVER
 
     run_training("dit", dit_config(run_name="q", steps=2, stop_after=1))
-    attempt = plan_attempt("dit", dit_config(run_name="q", steps=4, lr=1.0), {"steps"}, if_started=True)
+    attempt = plan_attempt("dit", dit_config(run_name="q", steps=4, lr=1.0, resume=True), {"steps"})
     assert attempt.action == RESUME and attempt.step == 1 and attempt.checkpoint.name == "step_0000001.pt"
     assert attempt.config.steps == 4 and attempt.config.lr == dit_config().lr  # lr was not given: recorded
     assert attempt.changes == {"steps": (2, 4)}
     with pytest.raises(UsageError, match="recorded --lr"):
-        plan_attempt("dit", dit_config(run_name="q", lr=1.0), if_started=True)  # None: every field given
+        plan_attempt("dit", dit_config(run_name="q", lr=1.0, resume=True))  # None: every field given
 
 
 def test_the_printed_resume_command_continues_the_run(dit_config, runs_dir):

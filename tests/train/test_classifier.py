@@ -1,9 +1,12 @@
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tandem.train import checkpoint, run_training
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 TRAINING_STATE = ("model", "optimizer", "scheduler", "rng", "step")
 

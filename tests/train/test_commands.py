@@ -11,6 +11,8 @@ from tandem.train import checkpoint, run_training
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 from tandem.train.samples import grid_layout
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 DIGITS = [str(d) for d in range(10)]
 
 

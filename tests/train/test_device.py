@@ -56,7 +56,8 @@ def test_seed_everything_seeds_every_library():
 
 
 def test_derive_seed_gives_independent_reproducible_streams():
-    assert dev.derive_seed(0, "noise", 0) == dev.derive_seed(0, "noise", 0)
+    # sha256 of "0/noise/0", its first 8 bytes little-endian, 63 bits: fixed forever (checkpoints hold streams)
+    assert dev.derive_seed(0, "noise", 0) == 7515631026450827910
     seeds = {dev.derive_seed(s, name, r) for s in (0, 1) for name in ("noise", "data") for r in (0, 1)}
     assert len(seeds) == 8 and all(0 <= s < 2**63 for s in seeds)
 

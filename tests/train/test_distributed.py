@@ -6,7 +6,9 @@ import sys
 import pytest
 
 from tandem.train import checkpoint
-from tandem.train.config import config_to_argv
+from tandem.train.flags import config_to_argv
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 
 def torchrun(nproc: int, argv: list[str]) -> subprocess.CompletedProcess:

@@ -11,6 +11,8 @@ from tandem.train import dit as dit_module
 from tandem.train.run import TrainingDiverged
 from tandem.train.samples import grid_layout
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 # What must match bitwise between an interrupted-and-resumed run and an uninterrupted one.
 TRAINING_STATE = ("model", "ema", "optimizer", "scheduler", "rng", "step")
 

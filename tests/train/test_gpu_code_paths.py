@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from tandem.train import step
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 TRAINERS = ["dit", "classifier"]
 
@@ -40,9 +40,7 @@ def test_bf16_autocast_trains(kind, dit_config, classifier_config, monkeypatch):
         if isinstance(module, torch.nn.Linear | torch.nn.Conv2d) and isinstance(output, torch.Tensor):
             dtypes.add(output.dtype)
 
-    monkeypatch.setattr(step, "autocast", cpu_bf16)  # the training step's
-    if hasattr(trainer, "autocast"):  # and the trainer's own (the classifier's evaluation)
-        monkeypatch.setattr(trainer, "autocast", cpu_bf16)
+    monkeypatch.setattr(trainer, "autocast", cpu_bf16)  # the trainer's step (and the classifier's evaluation)
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         result = trainer.train(make_config(kind, dit_config, classifier_config, run_name=f"{kind}-bf16"))

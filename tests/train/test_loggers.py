@@ -6,7 +6,9 @@ import pytest
 from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.train import loggers, run_training
-from tandem.train.config import config_to_argv
+from tandem.train.flags import config_to_argv
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 needs_tensorboard = pytest.mark.skipif(not loggers.installed("tensorboard"), reason="tensorboard is not installed")
 needs_wandb = pytest.mark.skipif(not loggers.installed("wandb"), reason="wandb is not installed")

@@ -1,4 +1,3 @@
-import contextlib
 import math
 from types import SimpleNamespace
 
@@ -25,39 +24,41 @@ def test_loss_window_names_the_first_step_that_was_not_finite():
 
 
 class Recorder:
-    """The session side of the loop, writing down what the loop asks of it."""
+    """The run the loop writes through (tandem.train.run_writer.RunWriter's side), writing down what the
+    loop asks of it."""
 
-    def __init__(self, stop_at: int | None = None, **config):
-        self.config = SimpleNamespace(log_every=2, checkpoint_every=3, compile=False, **config)
-        self.start_step, self.stop_at, self.events = 0, stop_at, []
-
-    def progress(self, total):
-        return contextlib.nullcontext(SimpleNamespace(update=lambda: None))
-
-    def should_stop(self, step, stop):
-        return step == self.stop_at
-
-    def log_window(self, step, window, bar, **extra):
-        self.events.append(("log", step, window.read()[0]))
-
-    def untimed(self, part):
-        return contextlib.nullcontext()
-
-    def loop_started(self):
-        self.events.append(("loop started",))
-
-    def loop_ended(self):
-        self.events.append(("loop ended",))
+    def __init__(self):
+        self.start_step, self.events = 0, []
 
     def log(self, record):
-        self.events.append(("record", record))
+        kept = {k: v for k, v in record.items() if k not in ("img_per_s", "elapsed_s", "grad_norm", "lr")}
+        self.events.append(("log", kept["step"], kept["loss"]) if "loss" in kept else ("record", kept))
 
-    def save_checkpoint(self, step, state):
+    def save(self, step, state, generators):
         self.events.append(("checkpoint", step, state))
 
+    def wait(self):
+        self.events.append(("checkpoints on disk",))
 
-def run(s: Recorder, total: int) -> tuple[int, dict]:
-    return train_loop(
+    def elapsed(self):
+        return 0.0
+
+    def diverged(self, step):
+        raise AssertionError(f"diverged at {step}")
+
+
+def session(stop_after: int = 0) -> SimpleNamespace:
+    """What the loop reads of a Session: one process on the CPU, and its run."""
+    config = SimpleNamespace(log_every=2, checkpoint_every=3, compile=False, stop_after=stop_after, batch_size=4)
+    layout = SimpleNamespace(world_size=1, rank=0)
+    return SimpleNamespace(
+        config=config, run=Recorder(), layout=layout, device=torch.device("cpu"), is_main=True, kind="dit",
+        generators={}, print=lambda *args: None,
+    )  # fmt: skip
+
+
+def run(s, total: int) -> tuple[int, dict]:
+    step, metrics, timing = train_loop(
         s,
         lambda step: (torch.tensor(float(step)), torch.tensor(1.0)),
         total,
@@ -66,15 +67,24 @@ def run(s: Recorder, total: int) -> tuple[int, dict]:
         evaluate_every=4,
         evaluate=lambda step: {"acc": step / 10},
         sample_every=2,
-        sample=lambda step: s.events.append(("sample", step)),
+        sample=lambda step: s.run.events.append(("sample", step)),
     )
+    assert set(timing) == {
+        "loop_s",
+        "checkpoint_s",
+        "sample_s",
+        "evaluate_s",
+        "compile_s",
+        "step_img_per_s",
+        "end_to_end_img_per_s",
+    }
+    return step, metrics
 
 
 def test_the_bookkeeping_after_each_step_in_its_order():
-    s = Recorder()
+    s = session()
     assert run(s, 6) == (6, {"acc": 0.4})
-    assert s.events == [
-        ("loop started",),
+    assert s.run.events == [
         ("log", 2, 0.5),  # the losses of steps 0 and 1
         ("sample", 2),
         ("log", 3, 2.0),  # before the checkpoint, always
@@ -84,11 +94,11 @@ def test_the_bookkeeping_after_each_step_in_its_order():
         ("sample", 4),
         ("log", 6, 4.5),
         ("checkpoint", 6, "state"),  # the last step: a checkpoint, and no grid (the trainer draws the final one)
-        ("loop ended",),  # waits for that checkpoint: end-to-end time ends here
+        ("checkpoints on disk",),  # waits for that checkpoint: end-to-end time ends here
     ]
 
 
 def test_a_stop_request_checkpoints_that_step_and_ends_the_loop():
-    s = Recorder(stop_at=1)
+    s = session(stop_after=1)
     assert run(s, 6) == (1, {})
-    assert s.events == [("loop started",), ("log", 1, 0.0), ("checkpoint", 1, "state"), ("loop ended",)]
+    assert s.run.events == [("log", 1, 0.0), ("checkpoint", 1, "state"), ("checkpoints on disk",)]

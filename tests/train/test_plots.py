@@ -48,6 +48,7 @@ def test_plot_loss_curve_writes_a_png(tmp_path):
         assert png.format == "PNG" and png.size == (800, 550)
 
 
+@pytest.mark.training
 def test_a_resumed_run_records_where_it_resumed(dit_config):
     run_training("dit", dit_config(run_name="r", stop_after=3))
     second = run_training("dit", dit_config(run_name="r", resume=True))

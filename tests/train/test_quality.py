@@ -10,6 +10,8 @@ from tandem.cli import main
 from tandem.train import run_training
 from tandem.train.config import ClassifierTrainConfig, DiTTrainConfig
 
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
+
 SHORT_CLASSIFIER = dict(width=16, epochs=5, lr=0.1)  # a short schedule takes a higher rate
 # Fewer steps; a shorter EMA and stronger guidance make up for some of them.
 SHORT_DIT = dict(steps=250, ema_decay=0.98, cfg_scale=2.0, sample_steps=8)

@@ -11,8 +11,10 @@ import pytest
 from support import train_in_background
 from tandem.cli import main
 from tandem.errors import UsageError
-from tandem.train.config import config_to_argv
+from tandem.train.flags import config_to_argv
 from tandem.train.run import RunDir, RunLock
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

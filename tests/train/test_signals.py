@@ -1,8 +1,12 @@
 import json
 import signal
 
+import pytest
+
 from support import train_in_background
 from tandem.train import checkpoint
+
+pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(dit_config, runs_dir):

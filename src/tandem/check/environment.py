@@ -17,7 +17,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 import tandem
-from tandem.env.digest import DIGEST_VAR, env_digest, image_env
+from tandem.env.digest import DIGEST_VAR, env_digest
+from tandem.env.image_steps import image_env
 from tandem.env.lockfile import DEV_LOCK, read_lock
 from tandem.env.settings import Project
 

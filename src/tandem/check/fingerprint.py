@@ -32,7 +32,7 @@ def collect_fingerprint(project: Project | None = None, label: str = "", gpu: bo
 
 
 def write_fingerprint(fingerprint: dict, path: str | Path) -> Path:
-    from tandem.env.generate import write_atomic
+    from tandem.env.render import write_atomic
 
     path = Path(path)
     write_atomic(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tandem.env.generate import generated_files, staleness_diff, write_generated
 from tandem.env.lockfile import compile_locks, read_lock, stale_locks
+from tandem.env.render import generated_files, staleness_diff, write_generated
 from tandem.env.settings import load_project
 
 

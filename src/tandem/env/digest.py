@@ -26,19 +26,6 @@ def env_digest(project: Project) -> str:
     return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
-def image_env(project: Project) -> dict[str, str]:
-    """Every environment variable both images set, in order: the settings' block, then derived ones."""
-    s = project.settings
-    return {
-        **s.runtime_env,
-        "TANDEM_DATA_DIR": s.data_dir,
-        "TANDEM_RUNS_DIR": s.runs_dir,
-        "TANDEM_PROJECT_DIR": s.workdir,
-        "PYTHONPATH": f"{s.workdir}/src",
-        DIGEST_VAR: env_digest(project),
-    }
-
-
 def stale_image_warning(environ: dict[str, str] | None = None) -> str | None:
     """One line when this process runs in an image built from other settings or another lock, else None."""
     environ = os.environ if environ is None else environ

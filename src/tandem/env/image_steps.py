@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tandem.env.digest import image_env
+from tandem.env.digest import DIGEST_VAR, env_digest
 from tandem.env.lockfile import read_lock
 from tandem.env.settings import LOCK, Project
 
@@ -115,3 +115,16 @@ def render_dockerignore() -> str:
         + "\n".join(IGNORE)
         + "\n"
     )
+
+
+def image_env(project: Project) -> dict[str, str]:
+    """Every environment variable both images set, in order: the settings' block, then derived ones."""
+    s = project.settings
+    return {
+        **s.runtime_env,
+        "TANDEM_DATA_DIR": s.data_dir,
+        "TANDEM_RUNS_DIR": s.runs_dir,
+        "TANDEM_PROJECT_DIR": s.workdir,
+        "PYTHONPATH": f"{s.workdir}/src",
+        DIGEST_VAR: env_digest(project),
+    }

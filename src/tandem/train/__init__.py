@@ -6,14 +6,18 @@ call it, and only decide where it runs.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, ClassifierTrainConfig, DiTTrainConfig, TrainConfig
 
 __all__ = ["CONFIGS", "ClassifierTrainConfig", "DiTTrainConfig", "TrainConfig", "run_training"]
 
 
-def run_training(kind: str, config: TrainConfig):
-    """Train a "classifier" or a "dit" with `config`; returns a tandem.train.run.RunResult.
+def run_training(kind: str, config: TrainConfig, given: Collection[str] | None = None):
+    """Train a "classifier" or a "dit" with `config`; returns a tandem.train.run.RunResult. `given` names
+    the settings the user set (the others may come from the run's record when it is continued); None:
+    every field of `config`.
 
     Raises UsageError (bad input, before anything is written) and TrainingDiverged (a NaN/inf loss).
     """
@@ -26,4 +30,4 @@ def run_training(kind: str, config: TrainConfig):
         from tandem.train.classifier import train
     else:
         from tandem.train.dit import train
-    return train(config)
+    return train(config, given)

@@ -9,8 +9,8 @@ when to stop this time) and are never inherited. A run with no complete checkpoi
 keep, so continuing it starts it over. A run that has nothing left to train is refused unless the
 continuation makes it longer.
 
-`plan_attempt` only reads: every target calls it to decide, then `tandem.train.run_training` (which calls
-it again under the run's lock) writes.
+`plan_attempt` only reads. It runs once per attempt, in the training process, under the run's lock
+(`claim_attempt`); every target hands the user's settings and the names of those given down to it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, TYPE_WORDS, TrainConfig, flag_name, flag_text, show_value, validate
+from tandem.train.config import CONFIGS, TrainConfig
+from tandem.train.flags import TYPE_WORDS, flag_name, flag_text, show_value
 from tandem.train.run import RunDir, RunLock
+from tandem.train.validate import validate
 
 START, RESUME, START_OVER = "start", "resume", "start over"
 
@@ -73,7 +75,6 @@ def plan_attempt(
     config: TrainConfig,
     given: Collection[str] | None = None,
     *,
-    if_started: bool = False,
     total_steps: int | None = None,
     report: Callable[[str], None] = print,
 ) -> Attempt:
@@ -81,8 +82,6 @@ def plan_attempt(
 
     given: the fields the caller set (flags typed, keys of a --config file); the others come from the run's
       record when it is continued. None: every field of `config` counts as set.
-    if_started: continue the run when it exists (as --resume does) and start it when it does not; what a
-      retried or restarted attempt of one call wants.
     total_steps: the steps `config` trains in all, when known (the classifier's depend on the data).
     report: where unusable checkpoints are named on the way to the newest complete one.
     """
@@ -95,11 +94,11 @@ def plan_attempt(
         config = replace(config, run_name=path.name)
     run = RunDir(path)
     if not run.started():
-        if config.resume and not if_started:
+        if config.resume:
             raise UsageError(f"--resume: there is no run {run.path}; drop --resume to start it")
         RunDir.new_path(runs_dir, kind, config.run_name)  # the same checks as a new run
         return Attempt(START, replace(config, resume=False), run.path)
-    if not (config.resume or if_started):
+    if not config.resume:
         RunDir.new_path(runs_dir, kind, config.run_name)  # refuses: the directory is in use
     config = replace(config, resume=True)
 
@@ -133,11 +132,13 @@ def plan_attempt(
 
 
 def claim_attempt(
-    kind: str, config: TrainConfig, total_steps: int | None = None, report: Callable[[str], None] = print
+    kind: str, config: TrainConfig, given: Collection[str] | None = None, report: Callable[[str], None] = print
 ) -> tuple[Attempt, RunLock]:
-    """Lock the run directory (making it for a new run), then plan the attempt under the lock: what
-    run_training does on rank 0. A refused attempt releases the lock and removes a directory it made."""
+    """Lock the run directory (making it for a new run), then plan the attempt under the lock, the one
+    time it is planned (tandem.train.run_writer.RunWriter.claim, on rank 0). A refused attempt releases
+    the lock and removes a directory it made."""
     path = locate_run(kind, config)
+    RunDir.check_location(path.parent, path.name)  # before the lock is made there
     if not config.run_name and not config.resume:  # claim a fresh name: mkdir is atomic
         while True:
             try:
@@ -149,13 +150,18 @@ def claim_attempt(
     lock = RunLock(path)
     lock.acquire()
     try:  # again under the lock: another process may have written the run in between
-        attempt = plan_attempt(kind, replace(config, run_name=path.name), total_steps=total_steps, report=report)
+        attempt = plan_attempt(kind, replace(config, run_name=path.name), given, report=report)
     except BaseException:
         lock.release()
         if not existed or not RunDir(path).started():
             shutil.rmtree(path, ignore_errors=True)
         raise
     return attempt, lock
+
+
+def check_total_steps(kind: str, attempt: Attempt, total_steps: int) -> None:
+    """A resumed classifier's length in steps is known once its data is: the same rule, now exact."""
+    _check_length(kind, RunDir(attempt.run_dir), attempt.config, {}, attempt.step, total_steps, attempt.changes)
 
 
 def recorded_changes(attempt: Attempt | None, previous: dict) -> list[dict]:

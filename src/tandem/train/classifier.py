@@ -5,7 +5,7 @@ label smoothing, warmup then decay, and test accuracy (with flip test-time augme
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn as nn
@@ -18,13 +18,14 @@ from tandem.train import distributed
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
-from tandem.train.evaluate import channel_stats, normalize, predict
+from tandem.train.evaluate import predict
 from tandem.train.loop import train_loop
 from tandem.train.optimizers import sgd
+from tandem.train.pixels import channel_stats, normalize
 from tandem.train.run import RunResult
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.step import TrainStep
+from tandem.train.step import StepState, optimizer_step
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {"in_channels": "--dataset", "num_classes": "--dataset"}
@@ -52,7 +53,7 @@ def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[n
 
 
 @dataclasses.dataclass
-class ClassifierStep(TrainStep):
+class ClassifierStep(StepState):
     """One training step, batch -> loss -> update: what the loop repeats and benchmarks/throughput.py times."""
 
     c: ClassifierTrainConfig
@@ -109,10 +110,18 @@ class ClassifierStep(TrainStep):
     def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(module(x), y, label_smoothing=self.c.label_smoothing)
 
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optimizer step `step` (0-based); returns the loss and gradient norm, still on the device."""
+        x, y = self.batch(step)
+        with autocast(x.device, self.c.amp):
+            loss = self.loss(self.net, x, y)
+        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
+        return loss, grad_norm
 
-def train(c: ClassifierTrainConfig) -> RunResult:
-    with Session("classifier", c) as s:
-        return _train(s, s.config)  # with the settings chosen for its device
+
+def train(c: ClassifierTrainConfig, given: Collection[str] | None = None) -> RunResult:
+    with Session("classifier", c, given) as s:
+        return _train(s, s.config)  # the attempt's settings, with those chosen for its device
 
 
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
@@ -121,14 +130,12 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     model, model_config = build_model(c, data, mean, std)
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     total_steps = c.epochs * plan.steps_per_epoch
-    resume = s.open_run({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # last check
+    resume = s.begin({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # the last check
 
     train_step = ClassifierStep.create(
         c, data, model, plan, s.generators["data"], mean, std, total_steps, resume=resume, prepare=s.prepare
     )
     model = train_step.model
-    if resume:
-        s.restore(resume)
     tta = c.tta and data.flip
 
     def training_state() -> dict:
@@ -161,7 +168,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         f"classifier: {c.arch}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{c.epochs} epochs x {plan.steps_per_epoch} steps of {c.batch_size} images"
     )
-    step, metrics = train_loop(
+    step, metrics, timing = train_loop(
         s,
         train_step,
         total_steps,
@@ -171,4 +178,4 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         evaluate=end_of_epoch,
     )
     status = "completed" if step >= total_steps else "stopped"
-    return s.finish(status, step, metrics, {}, model)
+    return s.run.finish(status, step, metrics, {}, model, timing)

@@ -12,15 +12,11 @@ import math
 import sys
 from pathlib import Path
 
+from tandem.choices import SOLVERS
 from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
-from tandem.train.config import (
-    CONFIGS,
-    SOLVERS,
-    add_config_arguments,
-    config_from_args,
-    given_fields,
-)
+from tandem.train.config import CONFIGS
+from tandem.train.flags import add_config_arguments, config_from_args, given_fields
 
 
 def register(subparsers) -> None:
@@ -81,15 +77,12 @@ def register(subparsers) -> None:
 
 def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train import run_training
-    from tandem.train.attempt import plan_attempt
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
     config = config_from_args(CONFIGS[kind], args)
-    # A continued run trains its recorded config; refusals come here, before any data is loaded.
-    config = plan_attempt(kind, config, given_fields(args), report=lambda line: None).config
-    try:
-        run_training(kind, config)
+    try:  # a continued run trains its recorded config, with the flags given where they may change
+        run_training(kind, config, given_fields(args))
     except (TrainingDiverged, CheckpointWriteError) as exc:
         print(f"tandem train {kind}: {exc}", file=sys.stderr)
         return 1
@@ -106,8 +99,8 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
 def sample_command(args: argparse.Namespace) -> int:
     import torch
 
-    from tandem.flow import EMA
     from tandem.models import DiTConfig, build_dit
+    from tandem.models.ema import EMA
     from tandem.train import checkpoint, memory, samples
     from tandem.train.device import choose_device
     from tandem.train.run import resolve_run

@@ -4,25 +4,29 @@ every step, and sample grids from the EMA model (Euler/Heun, classifier-free gui
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn as nn
 
 from tandem.data import Augment, ImageData
-from tandem.flow import EMA, flow_matching_loss
+from tandem.flow import flow_matching_loss
 from tandem.models import DiTConfig, build_dit
+from tandem.models.ema import EMA
 from tandem.train import memory
 from tandem.train.batches import BatchPlan
-from tandem.train.config import DiTTrainConfig, check_patch_size
-from tandem.train.evaluate import SampleClassifier, score_samples, to_uint8
+from tandem.train.config import DiTTrainConfig
+from tandem.train.device import autocast
+from tandem.train.evaluate import SampleClassifier, score_samples
 from tandem.train.loop import train_loop
 from tandem.train.optimizers import adamw
+from tandem.train.pixels import to_uint8
 from tandem.train.run import RunResult
 from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
-from tandem.train.step import TrainStep
+from tandem.train.step import StepState, optimizer_step
+from tandem.train.validate import check_patch_size
 
 # The flag to name when a checkpoint's model differs from this run's.
 IDENTITY_FLAGS = {
@@ -51,7 +55,7 @@ def model_config_of(c: DiTTrainConfig, data: ImageData) -> DiTConfig:
 
 
 @dataclasses.dataclass
-class DiTStep(TrainStep):
+class DiTStep(StepState):
     """One training step, batch -> loss -> update -> EMA: what the loop repeats and benchmarks/throughput.py
     times."""
 
@@ -94,15 +98,22 @@ class DiTStep(TrainStep):
         return x, self.data.train_labels[idx]
 
     def loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The flow-matching loss: noise, timesteps and dropped labels drawn from the "noise" stream."""
         return flow_matching_loss(module, x, y, generator=self.generators["noise"], schedule=self.c.timestep_schedule)
 
-    def after_update(self) -> None:
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optimizer step `step` (0-based); returns the loss and gradient norm, still on the device."""
+        x, y = self.batch(step)
+        with autocast(x.device, self.c.amp):
+            loss = self.loss(self.net, x, y)
+        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
         self.ema.update(self.model)
+        return loss, grad_norm
 
 
-def train(c: DiTTrainConfig) -> RunResult:
-    with Session("dit", c) as s:
-        return _train(s, s.config)  # with the settings chosen for its device
+def train(c: DiTTrainConfig, given: Collection[str] | None = None) -> RunResult:
+    with Session("dit", c, given) as s:
+        return _train(s, s.config)  # the attempt's settings, with those chosen for its device
 
 
 def _train(s: Session, c: DiTTrainConfig) -> RunResult:
@@ -116,13 +127,11 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     if c.classifier_checkpoint:
         classifier = SampleClassifier.load(c.classifier_checkpoint, device)
         classifier.check_matches(c.dataset, data.num_classes, image_shape)
-    resume = s.open_run({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
+    resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
 
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     train_step = DiTStep.create(c, data, model, plan, s.generators, resume=resume, prepare=s.prepare)
     ema = train_step.ema
-    if resume:
-        s.restore(resume)
 
     def training_state() -> dict:
         return {
@@ -142,17 +151,17 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         return save_grid(
             images,
             c.samples_per_class,
-            s.run.samples_dir / f"step_{step:07d}.png",
+            s.run.dir.samples_dir / f"step_{step:07d}.png",
             class_names=data.class_names,
-            caption=caption(s.run.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
-            latest=s.run.samples_dir / LATEST,
+            caption=caption(s.run.dir.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
+            latest=s.run.dir.samples_dir / LATEST,
         )
 
     s.print(
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
-    step, _ = train_loop(
+    step, _, timing = train_loop(
         s,
         train_step,
         c.steps,
@@ -162,13 +171,13 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         sample=save_samples,
     )
     if step < c.steps:
-        return s.finish("stopped", step, {}, {}, model)
+        return s.run.finish("stopped", step, {}, {}, model, timing)
     artifacts, metrics = {}, {}
     if s.is_main:
         artifacts["samples"] = save_samples(step)
         if classifier is not None:
             metrics = evaluate(s, c, ema.module, classifier)
-    return s.finish("completed", step, metrics, artifacts, model)
+    return s.run.finish("completed", step, metrics, artifacts, model, timing)
 
 
 def check_sample_memory(c: DiTTrainConfig, num_classes: int, image_shape, test_size: int, device) -> None:

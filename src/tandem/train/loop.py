@@ -4,21 +4,27 @@ line, evaluation, checkpoints, sample grids, stopping), in that order, every ste
     step -> log (every --log-every, and before anything is saved) -> evaluate -> checkpoint -> sample -> stop?
 
 A trainer hands in its step (batch -> loss -> update, see ClassifierStep / DiTStep) and what it does
-between steps; the loop owns the cadence.
+between steps; the loop owns the cadence and its reporting: the progress bar, the stop vote, the loss
+window and where the time went. What it writes goes through the session's RunWriter.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
+from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from tandem.train.session import Session
+from tandem.train import distributed
+from tandem.train.session import Session
+
+# What a run spends time on between its steps (each is also logged in its final record as <part>_s).
+SPENT = ("checkpoint", "sample", "evaluate", "compile")
 
 
 class StopSignal:
@@ -68,6 +74,50 @@ class LossWindow:
         return loss, grad_norm, bad
 
 
+class Clock:
+    """Where an attempt's time goes: its steps, and the work between them (SPENT) that img/s leaves out."""
+
+    def __init__(self, start_step: int):
+        self.start_step = start_step
+        self.spent = dict.fromkeys(SPENT, 0.0)
+        self.started = time.perf_counter()
+        self.seconds = 0.0  # the whole loop, once it has ended
+        self._last_log = (self.started, start_step)
+        self._untimed = 0.0  # seconds spent between steps since the last log
+
+    @contextlib.contextmanager
+    def untimed(self, part: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spend(part, time.perf_counter() - start)
+
+    def spend(self, part: str, seconds: float) -> None:
+        self._untimed += seconds
+        self.spent[part] += seconds
+
+    def img_per_s(self, step: int, batch_size: int) -> float:
+        """Training images per second since the last log, time between steps left out; starts a new window."""
+        now, (then, then_step) = time.perf_counter(), self._last_log
+        rate = (step - then_step) * batch_size / max(now - then - self._untimed, 1e-9)
+        self._last_log, self._untimed = (now, step), 0.0
+        return rate
+
+    def end(self) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+    def timing(self, step: int, batch_size: int) -> dict:
+        """This attempt's loop time, each part of SPENT, and img/s of the steps alone and end to end."""
+        images = (step - self.start_step) * batch_size
+        return {
+            "loop_s": self.seconds,
+            **{f"{part}_s": spent for part, spent in self.spent.items()},
+            "step_img_per_s": images / max(self.seconds - sum(self.spent.values()), 1e-9),
+            "end_to_end_img_per_s": images / max(self.seconds, 1e-9),
+        }
+
+
 def train_loop(
     s: Session,
     train_step: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
@@ -79,43 +129,102 @@ def train_loop(
     evaluate: Callable[[int], dict] | None = None,
     sample_every: int = 0,
     sample: Callable[[int], object] | None = None,
-) -> tuple[int, dict]:
-    """Run train_step(step) from the session's start step up to total_steps, or until a stop request
-    (SIGTERM, Ctrl-C, --stop-after). Returns the last step and the last evaluation's metrics.
+) -> tuple[int, dict, dict]:
+    """Run train_step(step) from the run's start step up to total_steps, or until a stop request (SIGTERM,
+    Ctrl-C, --stop-after). Returns the last step, the last evaluation's metrics and the attempt's timing.
 
     evaluate(step) every `evaluate_every` steps: its metrics are logged before the checkpoint of that step,
     so a resumed run has them. sample(step) every `sample_every` steps, after the checkpoint, except at the
     end (the trainer draws the final one). Both are left out of img/s."""
-    c = s.config
-    step, window, metrics = s.start_step, LossWindow(), {}
-    s.loop_started()
-    with StopSignal() as stop, s.progress(total_steps) as bar:
+    c, run = s.config, s.run
+    step, window, metrics, clock = run.start_step, LossWindow(), {}, Clock(run.start_step)
+    with StopSignal() as stop, progress_bar(s, total_steps) as bar:
         while step < total_steps:
             started = time.perf_counter()
             loss, grad_norm = train_step(step)
             step += 1
-            if c.compile and step == s.start_step + 1:
+            if c.compile and step == run.start_step + 1:
                 loss.item()  # waits for the compiled first step: its time is the compiler's
-                s.first_step_compiled(step, time.perf_counter() - started)
+                compiled(s, clock, step, time.perf_counter() - started)
             bar.update()
 
             window.add(step, loss, grad_norm)
-            stopping = s.should_stop(step, stop)
+            stopping = should_stop(s, step, stop)
             evaluation_due = bool(evaluate_every) and step % evaluate_every == 0
             checkpoint_due = stopping or step == total_steps or (c.checkpoint_every and step % c.checkpoint_every == 0)
             if step % c.log_every == 0 or evaluation_due or checkpoint_due:
-                # raises TrainingDiverged on a NaN/inf loss, before anything else is saved
-                s.log_window(step, window, bar, lr=lr())
+                # ends the run (TrainingDiverged) on a NaN/inf loss, before anything else is saved
+                log_window(s, clock, step, window, bar, lr=lr())
             if evaluation_due:
-                with s.untimed("evaluate"):
+                with clock.untimed("evaluate"):
                     metrics = evaluate(step)
-                s.log({"step": step, **metrics})
+                run.log({"step": step, **metrics})
             if checkpoint_due:
-                s.save_checkpoint(step, training_state())
+                with clock.untimed("checkpoint"):
+                    run.save(step, training_state(), s.generators)
             if sample_every and step % sample_every == 0 and step < total_steps:
-                with s.untimed("sample"):
+                with clock.untimed("sample"):
                     sample(step)
             if stopping:
                 break
-    s.loop_ended()
-    return step, metrics
+        with clock.untimed("checkpoint"):  # the end-to-end time ends with the last checkpoint on disk
+            run.wait()
+        clock.end()
+    return step, metrics, clock.timing(step, c.batch_size)
+
+
+def progress_bar(s: Session, total_steps: int) -> tqdm:
+    """A progress bar in optimizer steps (img/s in its postfix), on rank 0 at a terminal only."""
+    return tqdm(
+        total=total_steps,
+        initial=s.run.start_step,
+        unit="step",
+        desc=s.kind,
+        dynamic_ncols=True,
+        disable=not (s.is_main and sys.stderr.isatty()),
+    )
+
+
+def should_stop(s: Session, step: int, stop: StopSignal) -> bool:
+    """SIGTERM / Ctrl-C, or --stop-after reached; all ranks agree. Several ranks compare their signals at
+    log intervals only (each comparison waits for the device), so a stop lands within --log-every."""
+    c = s.config
+    by_limit = bool(c.stop_after) and step - s.run.start_step >= c.stop_after
+    if s.layout.world_size > 1 and step % c.log_every and not by_limit:
+        return False
+    requested = distributed.any_rank(stop.received is not None, s.device)
+    if requested:
+        s.print(f"{stop.received or 'stop signal'} received: checkpointing at step {step} and stopping")
+    return requested or by_limit
+
+
+def log_window(s: Session, clock: Clock, step: int, window: LossWindow, bar: tqdm, **extra) -> dict:
+    """Read the window's losses; end the run on NaN/inf before anything is saved; log and show the rest."""
+    loss, grad_norm, bad = window.read()
+    first_bad = distributed.min_all(float("inf") if bad is None else bad, s.device)
+    if first_bad != float("inf"):
+        s.run.diverged(int(first_bad))
+    loss = distributed.sum_all([loss], s.device)[0] / s.layout.world_size
+    record = {
+        "step": step,
+        "loss": loss,
+        "grad_norm": grad_norm,
+        **extra,
+        "img_per_s": clock.img_per_s(step, s.config.batch_size),
+        "elapsed_s": s.run.elapsed(),
+    }
+    s.run.log(record)
+    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{record['img_per_s']:,.0f}", refresh=False)
+    if bar.disable:
+        s.print(
+            f"step {step:>6}  loss {loss:.4f}  lr {record.get('lr', 0):.2e}  "
+            f"{record['img_per_s']:,.0f} img/s  {record['elapsed_s']:.0f}s"
+        )
+    return record
+
+
+def compiled(s: Session, clock: Clock, step: int, seconds: float) -> None:
+    """The first step under torch.compile, which waited for the compiler: logged, and left out of img/s."""
+    clock.spend("compile", seconds)
+    s.run.log({"step": step, "compile_s": seconds})
+    s.print(f"torch.compile: the first step took {seconds:.1f}s (compiling)")

@@ -19,7 +19,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shlex
 import time
 from collections.abc import Callable
@@ -31,6 +30,8 @@ import torch
 from tandem.errors import UsageError
 from tandem.files import atomic_write
 from tandem.train.checkpoint import CheckpointDir, identity_digest
+from tandem.train.config import default_runs_dir
+from tandem.train.validate import check_run_name
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
     checkpoint: str | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
-    timing: dict[str, float] = field(default_factory=dict)  # Session.timing: where the time went, img/s
+    timing: dict[str, float] = field(default_factory=dict)  # tandem.train.loop.Clock.timing: where the time went, img/s
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,16 +73,23 @@ class RunDir:
     # -- choosing the directory (nothing is created here) ---------------------
 
     @staticmethod
-    def new_path(runs_dir: str | Path, kind: str, run_name: str) -> Path:
+    def check_location(runs_dir: str | Path, run_name: str) -> None:
+        """A run can be made here: --runs-dir is (or can become) a writable directory, --run-name no file."""
         runs_dir = Path(runs_dir)
         check_run_name(run_name)
         existing = next(p for p in (runs_dir.absolute(), *runs_dir.absolute().parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise UsageError(f"--runs-dir {runs_dir}: cannot create runs under {existing}; pass a writable --runs-dir")
+        path = runs_dir / run_name
+        if run_name and path.exists() and not path.is_dir():
+            raise UsageError(f"--run-name {run_name}: {path} is a file, not a run; choose another --run-name")
+
+    @staticmethod
+    def new_path(runs_dir: str | Path, kind: str, run_name: str) -> Path:
+        runs_dir = Path(runs_dir)
+        RunDir.check_location(runs_dir, run_name)
         if run_name:
             path = runs_dir / run_name
-            if path.exists() and not path.is_dir():
-                raise UsageError(f"--run-name {run_name}: {path} is a file, not a run; choose another --run-name")
             if RunDir(path).started():
                 raise UsageError(
                     f"run directory {path} already exists; pass --resume to continue it (one with no complete "
@@ -249,21 +257,7 @@ def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
     path = Path(run)
     if path.exists() or len(path.parts) != 1:
         return path
-    from tandem.train.config import default_runs_dir
-
     return Path(runs_dir or default_runs_dir()) / path
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-
-
-def check_run_name(run_name: str) -> None:
-    """A run name is one directory name: it can never point outside --runs-dir."""
-    if run_name and not RUN_NAME.fullmatch(run_name):
-        raise UsageError(
-            f"--run-name {run_name!r} is not a plain directory name; use letters, digits and . _ + - "
-            "(starting with a letter or digit), and --runs-dir for where it goes"
-        )
 
 
 class RunLock:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tandem.files import atomic_write, write_new
 from tandem.flow import sample
-from tandem.train.evaluate import to_uint8
+from tandem.train.pixels import to_uint8
 
 MIN_TILE = 48  # small images are enlarged (nearest neighbour) to at least this many pixels per tile
 PADDING = 2  # white pixels between tiles

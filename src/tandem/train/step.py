@@ -1,15 +1,14 @@
-"""What each trainer's step (ClassifierStep, DiTStep) is made of: the update it ends with, and its state as
-one dict of the parts it holds (model, optimizer, schedule, EMA), as a checkpoint stores them."""
+"""What the trainers' steps (ClassifierStep in train/classifier.py, DiTStep in train/dit.py, each written
+out in its own __call__) share: the update they end with, and their state as one dict of the parts they
+hold (model, optimizer, schedule, EMA), as a checkpoint stores them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import ClassVar, Self
 
-import torch
 import torch.nn as nn
 
-from tandem.train.device import autocast
 from tandem.train.optimizers import clip_grad_norm
 
 
@@ -25,24 +24,10 @@ def optimizer_step(loss, model, optimizer, scheduler, grad_clip: float):
     return grad_norm
 
 
-class TrainStep:
-    """One optimizer step of a trainer, which supplies batch(step) and loss(module, x, y); and the step's
-    saved state: the state dict of each of its PARTS, under the part's name."""
+class StepState:
+    """A step's saved state: the state dict of each of its PARTS, under the part's name."""
 
     PARTS: ClassVar[tuple[str, ...]] = ("model", "optimizer", "scheduler")
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Optimizer step `step` (0-based): batch, loss, update; returns the loss and gradient norm, still on
-        the device."""
-        x, y = self.batch(step)
-        with autocast(x.device, self.c.amp):
-            loss = self.loss(self.net, x, y)
-        grad_norm = optimizer_step(loss, self.model, self.optimizer, self.scheduler, self.c.grad_clip)
-        self.after_update()
-        return loss, grad_norm
-
-    def after_update(self) -> None:
-        """What a trainer does after each update (the DiT: its EMA)."""
 
     def state_dict(self) -> dict:
         return {name: getattr(self, name).state_dict() for name in self.PARTS}

@@ -8,7 +8,7 @@ import pytest
 
 from support import REPO, edit
 from tandem import files
-from tandem.env.generate import staleness_diff, write_generated
+from tandem.env.render import staleness_diff, write_generated
 from tandem.env.settings import load_project
 from tandem.errors import UsageError
 

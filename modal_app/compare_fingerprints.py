@@ -1,7 +1,7 @@
 """`tox -e modal`: `tandem check` in a Modal GPU container, compared with the local and Docker fingerprints
 through `tandem check --compare` (which compares GPU sections only between GPUs of the same kind).
 
-    python -m modal_app.check [--gpu H100] [--docker-fingerprint PATH | --no-docker]
+    python -m modal_app.compare_fingerprints [--gpu H100] [--docker-fingerprint PATH | --no-docker]
 
 The fingerprints land in outputs/fingerprints/: modal-<gpu>.json, local.json, docker.json.
 """

@@ -55,26 +55,28 @@ class JobEnd:
 
 
 def train_here(kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None) -> dict:
-    """Train `kind` with the config `values` on this machine over `placement.count` GPUs, resuming the run
-    when an earlier attempt left a checkpoint. `next_call` is the Function a run continues in when this
+    """Train `kind` with the config `values` on this machine over `placement.count` GPUs, continuing the run
+    when an earlier attempt left it started. `next_call` is the Function a run continues in when this
     call's time is up; `commit` makes the runs Volume's new files durable (None: nothing to commit);
-    `given` names the fields the user's words set (None: all of them, as for a resolved config)."""
+    `given` names the fields the user's words set (None: all of them). The trainer plans the attempt
+    itself, under the run's lock, from these words, exactly as `tandem train` typed locally does."""
     from tandem.errors import UsageError
     from tandem.train import CONFIGS
     from tandem.train.config import config_from_dict
     from tandem.train.run import RunDir
 
     try:
-        config = resume_if_started(kind, config_from_dict(CONFIGS[kind], values), given)
+        config = name_the_run(kind, config_from_dict(CONFIGS[kind], values))
     except UsageError as exc:
         return {"kind": kind, "status": "error", "message": str(exc)}
     run_dir = Path(config.runs_dir) / config.run_name
     start_step, _ = newest_checkpoint(RunDir(run_dir))
     deadline = None if modal.is_local() else time.monotonic() + placement.timeout - stop_margin(placement.timeout)
     attempt_id = uuid.uuid4().hex
-    end = run_attempt(trainer_command(kind, config, placement.count), run_dir, commit, deadline, attempt_id=attempt_id)
+    command = trainer_command(kind, config, placement.count, given)
+    end = run_attempt(command, run_dir, commit, deadline, attempt_id=attempt_id)
     if end.code == 2 and not end.stopped_by_us:  # bad input (tandem's UsageError): retrying cannot help
-        return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": end.last_error}
+        return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": end.last_error, "shown": True}
     result = attempt_result(kind, run_dir, end, attempt_id)
     if result["status"] in ("stopped", "interrupted") and end.out_of_time:
         if (result["step"] or 0) <= start_step:
@@ -85,7 +87,7 @@ def train_here(kind: str, values: dict, placement, next_call, commit, given: lis
                 "raise --timeout so that one call has time to start and checkpoint",
             }
         following = next_call.with_options(**placement.options()).spawn(
-            dataclasses.asdict(dataclasses.replace(config, resume=True)), placement.as_dict()
+            dataclasses.asdict(dataclasses.replace(config, resume=True)), placement.as_dict(), given
         )
         print(f"{run_dir} continues from step {result['step']} in call {following.object_id}")
         return {**result, "status": "continued", "call_id": following.object_id}
@@ -101,17 +103,15 @@ def stop_margin(timeout: int) -> float:
     return min(600.0, timeout / 10)
 
 
-def resume_if_started(kind: str, config, given: list[str] | None = None):
-    """The config an attempt trains, by the rule every target uses (tandem.train.attempt.plan_attempt): a run
-    that exists is continued (a retry, a restart after preemption, the next call of a long run), one with no
-    complete checkpoint starts over, a finished one is refused unless the call makes it longer. The run's
-    name is fixed here, so the child, the Volume commits and a retry agree on it."""
-    from tandem.train.attempt import START, plan_attempt
+def name_the_run(kind: str, config):
+    """The run this call trains, by name, continued when it exists (a retry, a restart after preemption,
+    the next call of a long run): the trainer then decides how (tandem.train.attempt: resume, start over,
+    or refuse). The name is fixed here, so the child, the Volume commits and a retry agree on it."""
+    from tandem.train.attempt import locate_run
+    from tandem.train.run import RunDir
 
-    attempt = plan_attempt(kind, config, given, if_started=True)
-    if attempt.note:
-        print(attempt.note)
-    return dataclasses.replace(attempt.config, run_name=attempt.run_dir.name, resume=attempt.action != START)
+    path = locate_run(kind, config)
+    return dataclasses.replace(config, run_name=path.name, resume=RunDir(path).started())
 
 
 def newest_checkpoint(run) -> tuple[int, Path | None]:
@@ -124,12 +124,16 @@ def newest_checkpoint(run) -> tuple[int, Path | None]:
 # the child process
 
 
-def trainer_command(kind: str, config, gpus: int) -> list[str]:
-    """`python -m tandem train KIND ...` reproducing `config`; over several GPUs through torchrun."""
-    from tandem.train.config import config_to_argv
+def trainer_command(kind: str, config, gpus: int, given: list[str] | None = None) -> list[str]:
+    """`python -m tandem train KIND ...` with the flags the user gave (None: every field of `config`) and
+    those of this attempt (where the run is, its name, whether to continue it); over several GPUs through
+    torchrun."""
+    from tandem.train.attempt import PER_ATTEMPT
+    from tandem.train.flags import config_to_argv
 
+    names = None if given is None else {*given, *PER_ATTEMPT}
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)] if gpus > 1 else []
-    return [sys.executable, *launcher, "-m", "tandem", "train", kind, *config_to_argv(config)]
+    return [sys.executable, *launcher, "-m", "tandem", "train", kind, *config_to_argv(config, names)]
 
 
 def run_attempt(
@@ -145,7 +149,7 @@ def run_job(command: list[str], deadline: float | None, grace: float = STOP_GRAC
     """The job in its own process group, its stderr passed through; SIGTERM at `deadline` (monotonic
     seconds) or when SIGINT/SIGTERM reaches this process, and SIGKILL to all of it `grace` seconds after
     a signal. Any exception raised into this process meanwhile stops the job before it goes on."""
-    from tandem.train.session import ATTEMPT_VARIABLE
+    from tandem.train.run_writer import ATTEMPT_VARIABLE
 
     env = {**os.environ, ATTEMPT_VARIABLE: attempt_id} if attempt_id else None
     process = subprocess.Popen(

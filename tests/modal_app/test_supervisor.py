@@ -17,13 +17,14 @@ import modal
 import pytest
 import torch
 
-from modal_app import attempt, functions
+from modal_app import functions
+from modal_app import supervisor as attempt
 from modal_app.resources import placement
 from support import wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally")
+pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 # A stand-in for torchrun: it starts a "rank" that ignores SIGTERM, writes a checkpoint every 50 ms, and on
 # SIGTERM writes one last checkpoint (step 1000) and waits for its rank, which never ends by itself.
@@ -145,46 +146,52 @@ def test_a_failed_commit_does_not_stop_training(tmp_path, capsys):
     assert "volume commit after the end of the attempt failed: volume busy" in capsys.readouterr().err
 
 
-def test_an_attempt_that_died_before_its_first_checkpoint_starts_over(tmp_path, capsys):
+def test_an_attempt_that_died_before_its_first_checkpoint_is_continued_and_the_trainer_starts_it_over(tmp_path, capsys):
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / ".step_0000003.pt.tmp").write_bytes(b"torn")
     config = DiTTrainConfig(runs_dir=str(tmp_path), run_name="r", steps=6)
     (run / "config.json").write_text(json.dumps({"kind": "dit", "config": dataclasses.asdict(config)}))
     (run / "metrics.jsonl").write_text('{"step": 1}\n')
-    planned = attempt.resume_if_started("dit", config)
-    assert (planned.run_name, planned.resume, planned.steps) == ("r", True, 6)  # the child starts it over
-    assert (
-        "has no complete checkpoint, so nothing trained to keep: starting it over from step 0"
-        in capsys.readouterr().out
-    )
+    named = attempt.name_the_run("dit", config)
+    assert (named.run_name, named.resume, named.steps) == ("r", True, 6)
+    from tandem.train.attempt import plan_attempt
+
+    planned = plan_attempt("dit", named, ["steps"])  # what the trainer decides from the command
+    assert (planned.action, planned.config.steps) == ("start over", 6)
+    assert "has no complete checkpoint, so nothing trained to keep: starting it over from step 0" in planned.note
 
 
 def test_a_new_run_is_started_under_the_name_the_entrypoint_chose(tmp_path):
     config = DiTTrainConfig(runs_dir=str(tmp_path), run_name="dit-20260101-120000")
-    planned = attempt.resume_if_started("dit", config)
-    assert (planned.run_name, planned.resume) == ("dit-20260101-120000", False)
+    named = attempt.name_the_run("dit", config)
+    assert (named.run_name, named.resume) == ("dit-20260101-120000", False)
+    (tmp_path / "dit-20260101-120000").mkdir()  # made, but nothing in it yet: still a new run
+    assert attempt.name_the_run("dit", config).resume is False
 
 
-def test_a_finished_run_is_refused_unless_the_call_makes_it_longer(tmp_path, dit_flags):
+def test_a_finished_run_is_refused_by_the_trainer_unless_the_call_makes_it_longer(tmp_path, dit_flags):
     from tandem.cli import build_parser
     from tandem.errors import UsageError
     from tandem.train import run_training
-    from tandem.train.config import config_from_args
+    from tandem.train.flags import config_from_args, given_fields
 
     argv = ["train", "dit", *dit_flags, "--runs-dir", str(tmp_path), "--run-name", "done"]
-    config = config_from_args(DiTTrainConfig, build_parser().parse_args(argv))
-    run_training("dit", config)
-    with pytest.raises(UsageError, match="done"):
-        attempt.resume_if_started("dit", config)
-    longer = attempt.resume_if_started("dit", dataclasses.replace(config, steps=config.steps + 3))
-    assert (longer.resume, longer.steps) == (True, config.steps + 3)
+    args = build_parser().parse_args(argv)
+    config = config_from_args(DiTTrainConfig, args)
+    run_training("dit", config, given_fields(args))
+    named = attempt.name_the_run("dit", config)
+    assert named.resume is True
+    with pytest.raises(UsageError, match="done is complete"):
+        run_training("dit", named, given_fields(args))
+    longer = run_training("dit", dataclasses.replace(named, steps=config.steps + 1), given_fields(args))
+    assert (longer.status, longer.step) == ("completed", config.steps + 1)
 
 
 def test_the_trainer_command_reproduces_the_config():
     import argparse
 
-    from tandem.train.config import add_config_arguments, config_from_args
+    from tandem.train.flags import add_config_arguments, config_from_args
 
     config = DiTTrainConfig(steps=7, run_name="r", runs_dir="/runs", lr=3e-4, amp=False)
     one, four = attempt.trainer_command("dit", config, 1), attempt.trainer_command("dit", config, 4)
@@ -204,6 +211,11 @@ def test_the_trainer_command_reproduces_the_config():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, DiTTrainConfig)
     assert config_from_args(DiTTrainConfig, parser.parse_args(one[5:])) == config
+    # With the user's words: those flags, and the attempt's own (where the run is, its name, resume).
+    given = attempt.trainer_command("dit", config, 1, given=["steps", "lr"])
+    flags = [word for word in given[5:] if word.startswith("--")]
+    assert flags == ["--data-dir", "--runs-dir", "--run-name", "--no-resume", "--stop-after", "--lr", "--steps"]
+    assert given[given.index("--lr") + 1 : given.index("--lr") + 4] == ["0.0003", "--steps", "7"]
 
 
 def test_a_run_outlasting_its_call_continues_in_a_new_one(tmp_path, dit_flags, in_a_container, monkeypatch):
@@ -224,8 +236,8 @@ def test_a_run_outlasting_its_call_continues_in_a_new_one(tmp_path, dit_flags, i
     place = placement("T4", 1, 40, functions.settings)  # stopped at 36 s: time to start the trainer on a busy CPU
     result = functions.train_dit.local(config, place.as_dict())
     assert result["status"] == "continued" and result["call_id"] == "fc-next"
-    ((gpu, timeout, (next_config, next_place)),) = spawned
-    assert (gpu, timeout, next_place) == ("T4", 40, place.as_dict())
+    ((gpu, timeout, (next_config, next_place, next_given)),) = spawned
+    assert (gpu, timeout, next_place, next_given) == ("T4", 40, place.as_dict(), None)
     assert next_config == {**config, "resume": True}
     assert 0 < result["step"] < 100000 and CheckpointDir(tmp_path / "long" / "checkpoints").existing()
     assert in_a_container  # committed

@@ -6,8 +6,9 @@ import contextlib
 import json
 
 import modal
+import pytest
 
-from modal_app import check
+from modal_app import compare_fingerprints as check
 from tandem.env.modal_login import no_credentials_message
 
 
@@ -23,6 +24,7 @@ def test_a_bad_gpu_is_one_line(with_credentials, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.training
 def test_it_compares_modal_with_local_and_docker(with_credentials, checked, monkeypatch, tmp_path, capsys):
     """The Modal call replaced at `.remote` (answered with a fingerprint made here), the app's start made
     a no-op; Docker's fingerprint given by its flag."""
@@ -52,8 +54,9 @@ def test_it_compares_modal_with_local_and_docker(with_credentials, checked, monk
     assert "across local, docker, modal-L4" in capsys.readouterr().out
 
 
+@pytest.mark.training
 def test_tox_runs_it_as_a_module_from_the_project_root(tmp_path):
-    """tox.ini's `python -m modal_app.check`: the package imports with no path set up."""
+    """tox.ini's `python -m modal_app.compare_fingerprints`: the package imports with no path set up."""
     import os
     import subprocess
     import sys
@@ -62,6 +65,8 @@ def test_tox_runs_it_as_a_module_from_the_project_root(tmp_path):
 
     env = {**os.environ, "HOME": str(tmp_path), "MODAL_CONFIG_PATH": str(tmp_path / "none.toml")}
     env.pop("MODAL_TOKEN_ID", None), env.pop("MODAL_TOKEN_SECRET", None), env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-m", "modal_app.check"], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "modal_app.compare_fingerprints"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("tox -e modal: no Modal credentials")
