@@ -129,19 +129,13 @@ class RunDir:
 
     def read_record(self) -> dict | None:
         """config.json as a dict, or None when it is missing, unreadable or not a run's record."""
-        try:
-            record = json.loads(self.config_path.read_text())
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+        record = _read_object(self.config_path)
+        return record if record is not None and isinstance(record.get("config"), dict) else None
 
     def read_result(self) -> dict | None:
         """result.json as a dict, or None when there is none (the attempt ended before it could say how)."""
-        try:
-            result = json.loads(self.result_path.read_text())
-        except (OSError, ValueError):
-            return None
-        return result if isinstance(result, dict) and isinstance(result.get("ranks"), list) else None
+        result = _read_object(self.result_path)
+        return result if result is not None and isinstance(result.get("ranks"), list) else None
 
     def recorded_kind(self) -> str | None:
         record = self.read_record()
@@ -173,12 +167,10 @@ class RunDir:
         self.checkpoints.directory.mkdir(exist_ok=True)
 
     def write_config(self, resolved: dict) -> None:
-        text = json.dumps(resolved, indent=2, sort_keys=True) + "\n"
-        atomic_write(self.config_path, lambda f: f.write(text.encode()))
+        _write_object(self.config_path, resolved)
 
     def write_result(self, result: dict) -> None:
-        text = json.dumps(result, indent=2, sort_keys=True) + "\n"
-        atomic_write(self.result_path, lambda f: f.write(text.encode()))
+        _write_object(self.result_path, result)
 
     def forget_result(self) -> None:
         """A new attempt starts: the last one's result no longer says how the run stands."""
@@ -200,6 +192,20 @@ class RunDir:
         from tandem.train.plots import plot_loss_curve
 
         return plot_loss_curve(self.read_metrics(), self.loss_curve_path, self.path.name)
+
+
+def _read_object(path: Path) -> dict | None:
+    """A JSON object from `path`; None when the file is missing, unreadable or holds something else."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_object(path: Path, value: dict) -> None:
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def run_record(
