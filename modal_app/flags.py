@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 @dataclass
 class Request:
     command: str
-    target: argparse.Namespace  # gpu, gpus, timeout, local, detach, outputs (those the command takes)
+    target: argparse.Namespace  # gpu, gpus, nodes, rdma, timeout, local, detach, outputs (those the command takes)
     tandem: argparse.Namespace | None = None  # tandem's own parse of the rest (train kinds and sample)
     run: str = ""  # fetch: the run's name
 
@@ -91,6 +91,19 @@ def target_arguments(parser, settings, timeout: int, train: bool, help: bool = T
             "--gpus", type=int, default=1, help="GPUs in the container; more than one trains with DDP through torchrun"
         )
         group.add_argument(
+            "--nodes",
+            type=int,
+            default=1,
+            help=f"containers of --gpus GPUs each, as one Modal cluster (sizes {', '.join(map(str, resources.CLUSTER_SIZES))}; "
+            f"{', '.join(resources.CLUSTER_GPU_TYPES)} with all GPUs of the host)",
+        )
+        group.add_argument(
+            "--rdma",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="with --nodes: RDMA between the nodes (--no-rdma: the private IP network only)",
+        )
+        group.add_argument(
             "--detach", action="store_true", help="start the run on Modal and return (under `modal run`: its --detach)"
         )
     group.add_argument(
@@ -103,7 +116,7 @@ def target_arguments(parser, settings, timeout: int, train: bool, help: bool = T
     group.add_argument(
         "--outputs", default="outputs", help="local folder the run's metrics, loss curve and samples are copied to"
     )
-    parser.set_defaults(gpus=1, detach=False)
+    parser.set_defaults(gpus=1, nodes=1, rdma=True, detach=False)
 
 
 def parse(argv: list[str], settings) -> Request:
@@ -124,6 +137,10 @@ def parse(argv: list[str], settings) -> Request:
     theirs, unknown = tandem_parse(words)
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see `{PROG} {command} --help`)")
+    if command in CONFIGS and (theirs.node_rank or theirs.master_addr):
+        raise UsageError(
+            "--node-rank and --master-addr are Modal's to choose: each node of a cluster gets its own; drop them"
+        )
     return Request(command, target, tandem=theirs)
 
 

@@ -94,4 +94,32 @@ def check(label: str, runs_dir: str) -> dict:
     return fingerprint
 
 
+def train_on_nodes(kind: str, config: dict, placement: dict, given: list[str] | None = None) -> dict:
+    """One container of a Modal cluster: this node's ranks of a `--nodes N` run (torchrun, node 0's
+    container the rendezvous); node 0's result is the call's."""
+    from .supervisor import node_of_cluster, train_here
+
+    place = resources.Placement(**placement)
+    function = CLUSTER_FUNCTIONS[place.nodes, place.rdma]
+    return train_here(kind, config, place, function, volume_commit(), given, node_of_cluster(place), lead=(kind,))
+
+
 TRAIN_FUNCTIONS = {"classifier": train_classifier, "dit": train_dit}
+# A cluster's size is part of its Function: one per size the app offers, with and without RDMA. They all
+# run train_on_nodes, which stays a plain function under its own name (Modal finds it there).
+CLUSTER_FUNCTIONS = {
+    (nodes, rdma): app.function(
+        name=resources.cluster_function_name(nodes, rdma),
+        volumes=VOLUMES,
+        **resources.function_options(settings, resources.TRAIN_TIMEOUT, train=True, nodes=nodes),
+    )(modal.clustered(size=nodes, rdma=rdma)(train_on_nodes))
+    for nodes in resources.CLUSTER_SIZES
+    for rdma in (True, False)
+}
+
+
+def training_function(kind: str, place: resources.Placement) -> tuple[modal.Function, tuple]:
+    """The Function a training call goes to, and the arguments it takes before (config, placement, given)."""
+    if place.nodes > 1:
+        return CLUSTER_FUNCTIONS[place.nodes, place.rdma], (kind,)
+    return TRAIN_FUNCTIONS[kind], ()

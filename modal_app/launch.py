@@ -38,8 +38,15 @@ def launch(argv: list[str], app_running: bool, detached: bool = False) -> int:
         where, why = choose_target(request.target.local, app_running)
         if command == "fetch":
             return fetch(request, where)
-        place = resources.placement(request.target.gpu, request.target.gpus, request.target.timeout, functions.settings)
+        target = request.target
+        place = resources.placement(
+            target.gpu, target.gpus, target.timeout, functions.settings, target.nodes, target.rdma
+        )
         detach = check_detach(request.target.detach, detached, where, app_running)
+        if place.nodes > 1 and where == "local":
+            raise UsageError(
+                "--nodes starts a Modal cluster; on this machine use `tandem train ... --nodes N --node-rank R --master-addr HOST`"
+            )
         # Everything the call needs is checked before the first line about it is printed.
         if command in CONFIGS:
             config = training_config(request, where)
@@ -155,8 +162,8 @@ def in_runs_volume(path: str) -> str:
 
 def train(request: Request, config, place: resources.Placement, where: str, detach: bool) -> int:
     kind = request.command
-    function = functions.TRAIN_FUNCTIONS[kind]
-    args = (dataclasses.asdict(config), place.as_dict(), request.given())
+    function, lead = functions.training_function(kind, place)
+    args = (*lead, dataclasses.asdict(config), place.as_dict(), request.given())
     if detach:
         started = function.with_options(**place.options()).spawn(*args)
         print(detached_summary(kind, config.run_name, started.object_id))

@@ -1,4 +1,4 @@
-"""The one place that decides what a Modal call runs on: GPU type and count, timeout, CPU and memory.
+"""The one place that decides what a Modal call runs on: GPU type and count, nodes, timeout, CPU and memory.
 
 The GPU table is what Modal's GPU guide documents for the pinned client (modal 1.6): the types `gpu=`
 accepts and how many of each fit in one container. The client itself only upper-cases the type and splits
@@ -28,6 +28,13 @@ GPU_TYPES = {
     "B200": 8,
     "B200+": 8,
 }
+# Clusters (`--nodes N`, modal.clustered), as Modal's multi-node guide documents them for the pinned
+# client: each container takes every GPU of its host, only these types, at most 32 nodes and 256 GPUs.
+CLUSTER_GPU_TYPES = ("H100", "H100!", "H200", "B200", "B200+")
+MAX_CLUSTER_NODES = 32
+MAX_CLUSTER_GPUS = 256
+# A clustered Function's size is fixed when it is defined: the app defines one for each of these sizes.
+CLUSTER_SIZES = (2, 4, 8, 16, 32)
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit per call, in seconds
 TRAIN_TIMEOUT = 4 * 60 * 60  # per call; a longer run continues in a new call (see supervisor.py)
 SHORT_TIMEOUT = 30 * 60  # sampling and the fingerprint
@@ -38,18 +45,21 @@ RETRY_BACKOFF = 2.0
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one call runs: `count` GPUs of `gpu`, stopped after `timeout` seconds, with the settings'
-    CPU and memory reservation. Plain values, so a Function can pass it on to its continuation."""
+    """Where one call runs: `nodes` containers (a Modal cluster when more than one) of `count` GPUs of
+    `gpu` each, stopped after `timeout` seconds, with the settings' CPU and memory reservation. Plain
+    values, so a Function can pass it on to its continuation."""
 
     gpu: str
     count: int
     timeout: int
     cpu: float
     memory: int
+    nodes: int = 1
+    rdma: bool = True  # clusters only: the RDMA network between nodes, for the gradients' all-reduce
 
     @property
     def gpu_spec(self) -> str:
-        """Modal's "TYPE" or "TYPE:COUNT"."""
+        """Modal's "TYPE" or "TYPE:COUNT" (per container)."""
         return self.gpu if self.count == 1 else f"{self.gpu}:{self.count}"
 
     def options(self) -> dict:
@@ -62,12 +72,55 @@ class Placement:
 
     def describe(self) -> str:
         gpus = f"{self.count} x {self.gpu}" if self.count > 1 else self.gpu
+        if self.nodes > 1:
+            gpus = f"{self.nodes} nodes x {gpus} ({'RDMA' if self.rdma else 'no RDMA'})"
         return f"{gpus}, {self.cpu:g} CPU, {self.memory} MiB, timeout {self.timeout} s"
 
 
-def placement(gpu: str, count: int, timeout: int, settings) -> Placement:
+def placement(gpu: str, count: int, timeout: int, settings, nodes: int = 1, rdma: bool = True) -> Placement:
     """A checked Placement from the flags (`settings`: the image settings, for CPU and memory)."""
-    return Placement(gpu_type(gpu), gpu_count(gpu_type(gpu), count), checked_timeout(timeout), *reservation(settings))
+    kind = gpu_type(gpu)
+    return Placement(
+        kind,
+        gpu_count(kind, count),
+        checked_timeout(timeout),
+        *reservation(settings),
+        cluster_size(kind, count, nodes),
+        rdma,
+    )
+
+
+def cluster_size(gpu: str, count: int, nodes: int) -> int:
+    """--nodes, checked against what Modal's clusters allow; one line naming the flag and the fix."""
+    if nodes == 1:
+        return 1
+    if not 1 <= nodes <= MAX_CLUSTER_NODES:
+        raise UsageError(
+            f"--nodes {nodes}: a Modal cluster has 2 to {MAX_CLUSTER_NODES} nodes; pick a count in that range"
+        )
+    if gpu not in CLUSTER_GPU_TYPES:
+        raise UsageError(
+            f"--gpu {gpu}: Modal clusters run on {', '.join(CLUSTER_GPU_TYPES)}; pick one of those with --nodes"
+        )
+    if count != GPU_TYPES[gpu]:
+        raise UsageError(
+            f"--gpus {count}: each node of a Modal cluster takes all {GPU_TYPES[gpu]} GPUs of its host; "
+            f"pass --gpus {GPU_TYPES[gpu]} with --nodes"
+        )
+    if nodes * count > MAX_CLUSTER_GPUS:
+        raise UsageError(
+            f"--nodes {nodes} x --gpus {count}: a Modal cluster holds at most {MAX_CLUSTER_GPUS} GPUs; pass fewer --nodes"
+        )
+    if nodes not in CLUSTER_SIZES:
+        raise UsageError(
+            f"--nodes {nodes}: this app defines clusters of {', '.join(map(str, CLUSTER_SIZES))} nodes; pick one of those"
+        )
+    return nodes
+
+
+def cluster_function_name(nodes: int, rdma: bool) -> str:
+    """The clustered Function of this size: train_2_nodes, train_2_nodes_no_rdma, ..."""
+    return f"train_{nodes}_nodes" + ("" if rdma else "_no_rdma")
 
 
 def gpu_type(value: str) -> str:
@@ -105,14 +158,20 @@ def reservation(settings) -> tuple[float, int]:
     return float(settings.modal_cpu), int(settings.modal_memory)
 
 
-def function_options(settings, timeout: int, train: bool) -> dict:
+def function_options(settings, timeout: int, train: bool, nodes: int = 1) -> dict:
     """The `@app.function` defaults: the settings' GPU, CPU and memory, a timeout and retries; training gets
-    a fresh container per input, so a retry never shares one with an attempt that may still be stopping."""
+    a fresh container per input, so a retry never shares one with an attempt that may still be stopping.
+    A cluster's containers take every GPU of their host (the first cluster type, unless the settings'
+    GPU is one)."""
     import modal
 
     cpu, memory = reservation(settings)
+    gpu = gpu_type(settings.modal_gpu)
+    if nodes > 1:
+        gpu = gpu if gpu in CLUSTER_GPU_TYPES else CLUSTER_GPU_TYPES[0]
+        gpu = f"{gpu}:{GPU_TYPES[gpu]}"
     options = {
-        "gpu": gpu_type(settings.modal_gpu),
+        "gpu": gpu,
         "cpu": cpu,
         "memory": memory,
         "timeout": timeout,

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import modal
+import modal.experimental
 
 COMMIT_INTERVAL = 5.0  # seconds between looks for a new checkpoint to commit
 MODAL_KILL_AFTER = 30.0  # Modal's SIGKILL follows its preemption SIGINT by this much
@@ -54,15 +55,20 @@ class JobEnd:
         return self.out_of_time or self.signal is not None
 
 
-def train_here(kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None) -> dict:
+def train_here(
+    kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None, node=None, lead: tuple = ()
+) -> dict:
     """Train `kind` with the config `values` on this machine over `placement.count` GPUs, continuing the run
     when an earlier attempt left it started. `next_call` is the Function a run continues in when this
-    call's time is up; `commit` makes the runs Volume's new files durable (None: nothing to commit);
-    `given` names the fields the user's words set (None: all of them). The trainer plans the attempt
-    itself, under the run's lock, from these words, exactly as `tandem train` typed locally does."""
+    call's time is up (`lead`: its arguments before these); `commit` makes the runs Volume's new files
+    durable (None: nothing to commit); `given` names the fields the user's words set (None: all of them);
+    `node`: this container's place in a cluster (a tandem.train.launch.Launch), None for one container.
+    The trainer plans the attempt itself, under the run's lock, from these words, exactly as `tandem
+    train` typed locally does."""
     from tandem.errors import UsageError
     from tandem.train import CONFIGS
     from tandem.train.config import config_from_dict
+    from tandem.train.launch import Launch
     from tandem.train.run import RunDir
 
     try:
@@ -73,8 +79,11 @@ def train_here(kind: str, values: dict, placement, next_call, commit, given: lis
     start_step, _ = newest_checkpoint(RunDir(run_dir))
     deadline = None if modal.is_local() else time.monotonic() + placement.timeout - stop_margin(placement.timeout)
     attempt_id = uuid.uuid4().hex
-    command = trainer_command(kind, config, placement.count, given)
+    node = node or Launch(gpus=placement.count)
+    command = trainer_command(kind, config, node, given)
     end = run_attempt(command, run_dir, commit, deadline, attempt_id=attempt_id)
+    if node.node_rank:  # node 0 holds the run (its result.json, its commits) and answers for the call
+        return {"kind": kind, "node_rank": node.node_rank, "status": "node ended", "exit_code": end.code}
     if end.code == 2 and not end.stopped_by_us:  # bad input (tandem's UsageError): retrying cannot help
         return {"kind": kind, "run_dir": str(run_dir), "status": "error", "message": end.last_error, "shown": True}
     result = attempt_result(kind, run_dir, end, attempt_id)
@@ -87,15 +96,29 @@ def train_here(kind: str, values: dict, placement, next_call, commit, given: lis
                 "raise --timeout so that one call has time to start and checkpoint",
             }
         following = next_call.with_options(**placement.options()).spawn(
-            dataclasses.asdict(dataclasses.replace(config, resume=True)), placement.as_dict(), given
+            *lead, dataclasses.asdict(dataclasses.replace(config, resume=True)), placement.as_dict(), given
         )
         print(f"{run_dir} continues from step {result['step']} in call {following.object_id}")
         return {**result, "status": "continued", "call_id": following.object_id}
-    if result["status"] == "interrupted" or (result["status"] == "stopped" and end.signal):
-        raise RunInterrupted(
-            f"{kind} run {run_dir} stopped at step {result['step']} by {end.signal or 'a signal'}; resume it"
-        )
+    # In a cluster, a stop this node did not ask for came from another node's signal (its preemption).
+    if result["status"] == "interrupted" or (result["status"] == "stopped" and (end.signal or node.nodes > 1)):
+        by = end.signal or ("a signal to another node" if node.nodes > 1 else "a signal")
+        raise RunInterrupted(f"{kind} run {run_dir} stopped at step {result['step']} by {by}; resume it")
     return result
+
+
+def node_of_cluster(placement):
+    """This container's place in its Modal cluster: its rank, and node 0's address on the cluster's
+    private network as the rendezvous (port MASTER_PORT, else torchrun's usual one)."""
+    from tandem.train.launch import DEFAULT_PORT, Launch
+
+    info = modal.experimental.get_cluster_info()
+    if len(info.container_ips) != placement.nodes:
+        raise RuntimeError(
+            f"the cluster has {len(info.container_ips)} containers, the call asked for {placement.nodes}"
+        )
+    port = int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
+    return Launch(placement.count, placement.nodes, info.rank, info.container_ips[0], port)
 
 
 def stop_margin(timeout: int) -> float:
@@ -124,16 +147,15 @@ def newest_checkpoint(run) -> tuple[int, Path | None]:
 # the child process
 
 
-def trainer_command(kind: str, config, gpus: int, given: list[str] | None = None) -> list[str]:
+def trainer_command(kind: str, config, node, given: list[str] | None = None) -> list[str]:
     """`python -m tandem train KIND ...` with the flags the user gave (None: every field of `config`) and
-    those of this attempt (where the run is, its name, whether to continue it); over several GPUs through
-    torchrun."""
+    those of this attempt (where the run is, its name, whether to continue it); through torchrun for the
+    node's ranks (`node`: a tandem.train.launch.Launch)."""
     from tandem.train.attempt import PER_ATTEMPT
     from tandem.train.flags import config_to_argv
 
     names = None if given is None else {*given, *PER_ATTEMPT}
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)] if gpus > 1 else []
-    return [sys.executable, *launcher, "-m", "tandem", "train", kind, *config_to_argv(config, names)]
+    return node.torchrun(["-m", "tandem", "train", kind, *config_to_argv(config, names)])
 
 
 def run_attempt(

@@ -103,6 +103,7 @@ class Sent:
     cpu: float
     memory: int
     args: tuple
+    cluster: tuple | None = None  # (nodes, rdma) of a clustered Function, as Modal's FunctionInfo says
 
     @classmethod
     def of(cls, how: str, function, args: tuple) -> Sent:
@@ -110,9 +111,11 @@ class Sent:
         gpu = options.resources.gpu_config
         spec = gpu.gpu_type if gpu.count == 1 else f"{gpu.gpu_type}:{gpu.count}"
         resources = options.resources
+        cluster = function.info().cluster_info
         return cls(
-            how, raw(function)._tag, spec, options.timeout_secs, resources.milli_cpu / 1000, resources.memory_mb, args
-        )
+            how, raw(function)._tag, spec, options.timeout_secs, resources.milli_cpu / 1000, resources.memory_mb, args,
+            (cluster.size, cluster.rdma) if cluster else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -127,14 +130,14 @@ class FakeModal:
         if self.results:
             return self.results.pop(0)
         if sent.function.startswith("train_"):
-            config = sent.args[0]
+            config = sent.args[-3]  # (kind,) first on a cluster's Function
             run = self.volume / config["run_name"]
             (run / "samples").mkdir(parents=True, exist_ok=True)
             (run / "config.json").write_text(json.dumps(config))
             (run / "metrics.jsonl").write_text('{"step": 1}\n')
             (run / "samples" / "step_0000001.png").write_bytes(b"png")
             return {
-                "kind": sent.function[6:],
+                "kind": sent.args[0] if sent.cluster else sent.function[6:],
                 "run_dir": f"/runs/{config['run_name']}",
                 "status": "completed",
                 "step": 1,

@@ -192,9 +192,10 @@ def test_the_trainer_command_reproduces_the_config():
     import argparse
 
     from tandem.train.flags import add_config_arguments, config_from_args
+    from tandem.train.launch import Launch
 
     config = DiTTrainConfig(steps=7, run_name="r", runs_dir="/runs", lr=3e-4, amp=False)
-    one, four = attempt.trainer_command("dit", config, 1), attempt.trainer_command("dit", config, 4)
+    one, four = attempt.trainer_command("dit", config, Launch(1)), attempt.trainer_command("dit", config, Launch(4))
     assert one[1:5] == ["-m", "tandem", "train", "dit"]
     assert four[1:10] == [
         "-m",
@@ -212,7 +213,7 @@ def test_the_trainer_command_reproduces_the_config():
     add_config_arguments(parser, DiTTrainConfig)
     assert config_from_args(DiTTrainConfig, parser.parse_args(one[5:])) == config
     # With the user's words: those flags, and the attempt's own (where the run is, its name, resume).
-    given = attempt.trainer_command("dit", config, 1, given=["steps", "lr"])
+    given = attempt.trainer_command("dit", config, Launch(1), given=["steps", "lr"])
     flags = [word for word in given[5:] if word.startswith("--")]
     assert flags == ["--data-dir", "--runs-dir", "--run-name", "--no-resume", "--stop-after", "--lr", "--steps"]
     assert given[given.index("--lr") + 1 : given.index("--lr") + 4] == ["0.0003", "--steps", "7"]

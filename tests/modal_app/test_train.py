@@ -47,6 +47,10 @@ README_COMMANDS = {
         ("dit", ["--steps", "200000"]),
     ),
     "modal run modal_app/train.py fetch dit-20260101-120000": ([], None),
+    "modal run modal_app/train.py dit --gpu H100 --gpus 8 --nodes 2": (
+        [("remote", "train_2_nodes", {**H100, "gpu": "H100:8"})],
+        ("dit", []),
+    ),
 }
 
 
@@ -76,13 +80,15 @@ def test_readme_command_reaches_modal_with_these_options(command, modal_cli, dir
     if training:
         kind, flags = training
         (sent,) = modal_cli.sent
-        config, placement, given = sent.args
+        *lead, config, placement, given = sent.args
+        nodes = 2 if "--nodes 2" in command else 1
+        assert (lead, sent.cluster) == ((["dit"], (2, True)) if nodes > 1 else ([], None))
         assert given == sorted(given_fields(tandem_parser().parse_args(["train", kind, *flags])))
         assert re.fullmatch(rf"{kind}-\d{{8}}-\d{{6}}", config["run_name"])  # fixed before the call
         assert config == tandem_config(kind, flags, config["run_name"])
         assert placement == {"gpu": sent.gpu.split(":")[0], "count": int((sent.gpu + ":1").split(":")[1]), **{
             k: sent_options(sent)[k] for k in ("timeout", "cpu", "memory")
-        }}  # fmt: skip
+        }, "nodes": nodes, "rdma": True}  # fmt: skip
     if command.endswith("sample --run dit-20260101-120000 --cfg-scale 3"):
         (sent,) = modal_cli.sent
         theirs = vars(tandem_parser().parse_args(["sample", "--run", "x", "--cfg-scale", "3"]))

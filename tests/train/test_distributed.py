@@ -5,10 +5,9 @@ import sys
 
 import pytest
 
-from tandem.train import checkpoint
+from tandem.errors import UsageError
+from tandem.train import checkpoint, distributed
 from tandem.train.flags import config_to_argv
-
-pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 
 def torchrun(nproc: int, argv: list[str]) -> subprocess.CompletedProcess:
@@ -17,6 +16,7 @@ def torchrun(nproc: int, argv: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *argv], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.training
 def test_two_gloo_ranks_train_in_step_and_only_rank_0_writes(dit_config, runs_dir):
     config = dit_config(run_name="ddp", steps=4, checkpoint_every=2)
     done = torchrun(2, ["train", "dit", *config_to_argv(config)])
@@ -39,6 +39,7 @@ def test_two_gloo_ranks_train_in_step_and_only_rank_0_writes(dit_config, runs_di
 
 
 @pytest.mark.slow
+@pytest.mark.training
 def test_two_rank_run_resumes_bitwise(dit_config, runs_dir, states_equal):
     full = torchrun(2, ["train", "dit", *config_to_argv(dit_config(run_name="full"))])
     assert full.returncode == 0, full.stderr
@@ -50,3 +51,38 @@ def test_two_rank_run_resumes_bitwise(dit_config, runs_dir, states_equal):
     b = checkpoint.load(runs_dir / "part" / "checkpoints" / "step_0000006.pt")
     for key in ("model", "ema", "optimizer", "rng"):
         states_equal(a[key], b[key], key)
+
+
+LAYOUT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
+
+
+def test_a_process_torchrun_did_not_start_is_one_rank(monkeypatch):
+    for name in LAYOUT:
+        monkeypatch.delenv(name, raising=False)
+    layout = distributed.from_environment()
+    assert (layout.world_size, layout.nodes, layout.is_main, layout.enabled) == (1, 1, True, False)
+
+
+def test_the_layout_torchrun_sets_over_two_nodes(monkeypatch):
+    for name, value in zip(LAYOUT, ("5", "8", "1", "4", "1"), strict=True):
+        monkeypatch.setenv(name, value)
+    layout = distributed.from_environment()
+    assert (layout.rank, layout.world_size, layout.nodes, layout.node_rank) == (5, 8, 2, 1)
+    assert layout.describe() == "2 nodes x 4 ranks"
+
+
+def test_uneven_nodes_are_refused(monkeypatch):
+    for name, value in zip(LAYOUT, ("0", "6", "0", "4", "0"), strict=True):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match="WORLD_SIZE 6 is not a multiple of LOCAL_WORLD_SIZE 4"):
+        distributed.from_environment()
+
+
+def test_the_collective_timeout(monkeypatch):
+    monkeypatch.delenv(distributed.TIMEOUT_VARIABLE, raising=False)
+    assert distributed.collective_timeout().total_seconds() == 600
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "45")
+    assert distributed.collective_timeout().total_seconds() == 45
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "soon")
+    with pytest.raises(UsageError, match="TANDEM_COLLECTIVE_TIMEOUT='soon': give the seconds"):
+        distributed.collective_timeout()

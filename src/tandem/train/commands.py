@@ -17,14 +17,15 @@ from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS
 from tandem.train.flags import add_config_arguments, config_from_args, given_fields
+from tandem.train.launch import add_launch_arguments, launch_from_args
 
 
 def register(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
         help="train the image classifier or the class-conditional DiT",
-        description="Train a model. The same function runs locally, in Docker and on Modal; "
-        "multi-GPU: torchrun --nproc-per-node N -m tandem train ...",
+        description="Train a model. The same function runs locally, in Docker and on Modal; several GPUs: "
+        "--gpus G; several machines: the same command on each with --nodes N --node-rank R --master-addr HOST.",
     )
     kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind, cls in CONFIGS.items():
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
             formatter_class=DefaultsHelpFormatter,
         )
         add_config_arguments(parser, cls)
+        add_launch_arguments(parser)
         parser.set_defaults(func=functools.partial(train_command, kind))
 
     sample = subparsers.add_parser(
@@ -81,6 +83,9 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train.run import TrainingDiverged
 
     config = config_from_args(CONFIGS[kind], args)
+    launch = launch_from_args(args)
+    if launch.world_size > 1:
+        start_ranks(kind, config, given_fields(args), launch)  # does not return
     try:  # a continued run trains its recorded config, with the flags given where they may change
         run_training(kind, config, given_fields(args))
     except (TrainingDiverged, CheckpointWriteError) as exc:
@@ -94,6 +99,23 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def start_ranks(kind: str, config, given, launch) -> None:
+    """This process becomes torchrun, which starts the ranks of this node, each training `config` with
+    the flags given (checked here first: a bad flag stops before any process starts)."""
+    import os
+
+    from tandem.train.flags import config_to_argv
+    from tandem.train.launch import started_by_torchrun
+    from tandem.train.validate import validate
+
+    if started_by_torchrun():
+        raise UsageError("torchrun started this process already; drop --gpus / --nodes (torchrun's own flags count)")
+    validate(config)
+    command = launch.torchrun(["-m", "tandem", "train", kind, *config_to_argv(config, given)])
+    sys.stdout.flush()
+    os.execv(command[0], command)
 
 
 def sample_command(args: argparse.Namespace) -> int:

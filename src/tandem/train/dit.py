@@ -13,7 +13,7 @@ from tandem.data import Augment, ImageData
 from tandem.flow import flow_matching_loss
 from tandem.models import DiTConfig, build_dit
 from tandem.models.ema import EMA
-from tandem.train import memory
+from tandem.train import distributed, memory
 from tandem.train.batches import BatchPlan
 from tandem.train.config import DiTTrainConfig
 from tandem.train.device import autocast
@@ -123,10 +123,15 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     model_config = model_config_of(c, data)
     check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
     model = build_dit(model_config).to(device)
-    classifier = None
-    if c.classifier_checkpoint:
+
+    def load_classifier() -> SampleClassifier | None:  # rank 0 evaluates; other nodes need not have the file
+        if not c.classifier_checkpoint:
+            return None
         classifier = SampleClassifier.load(c.classifier_checkpoint, device)
         classifier.check_matches(c.dataset, data.num_classes, image_shape)
+        return classifier
+
+    classifier = distributed.first_where(s.is_main, load_classifier)
     resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
 
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)

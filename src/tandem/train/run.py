@@ -31,6 +31,7 @@ from tandem.errors import UsageError
 from tandem.files import atomic_write
 from tandem.train.checkpoint import CheckpointDir, identity_digest
 from tandem.train.config import default_runs_dir
+from tandem.train.launch import DEFAULT_PORT, Launch
 from tandem.train.validate import check_run_name
 
 
@@ -213,7 +214,7 @@ def run_record(
     config,
     identity: dict,
     device: torch.device,
-    world_size: int,
+    layout,
     dataset: dict[str, int],
     *,
     resumed_from: Path | None,
@@ -229,7 +230,8 @@ def run_record(
         "identity_digest": identity_digest(identity),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "world_size": world_size,
+        "world_size": layout.world_size,
+        "nodes": layout.nodes,
         "dataset": dataset,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -249,12 +251,15 @@ def package_version() -> str | None:
         return None
 
 
-def resume_command(kind: str, run_dir: Path, world_size: int) -> str:
-    """The command that continues a run (its config.json holds the rest), ready to paste."""
+def resume_command(kind: str, run_dir: Path, layout) -> str:
+    """The command that continues a run (its config.json holds the rest), ready to paste; over several
+    nodes, node 0's (each other node runs it with its own --node-rank)."""
     words = ["tandem", "train", kind, "--resume", "--run-name", run_dir.name, "--runs-dir", str(run_dir.parent)]
-    if world_size > 1:
-        words = ["torchrun", "--nproc-per-node", str(world_size), "-m", *words]
-    return shlex.join(words)
+    launch = Launch(gpus=layout.local_world_size)
+    if layout.nodes > 1:  # torchrun tells its ranks where node 0 is
+        master = os.environ.get("MASTER_ADDR", "HOST"), int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
+        launch = Launch(layout.local_world_size, layout.nodes, 0, *master)
+    return shlex.join([*words, *launch.flags()])
 
 
 def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:

@@ -26,7 +26,6 @@ from tandem.errors import UsageError
 from tandem.train import distributed
 from tandem.train.attempt import RESUME, START, Attempt, check_total_steps, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest
-from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import CONFIGS, TrainConfig, config_from_dict
 from tandem.train.loggers import Loggers
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
@@ -76,8 +75,8 @@ class RunWriter:
         run_dir, checkpoint, values = plan
         self.config = self.attempt.config if self.attempt else config_from_dict(CONFIGS[self.kind], values)
         self.dir = RunDir(Path(run_dir), self.config.keep_checkpoints)
-        if checkpoint:  # the other ranks read the same file from the shared disk
-            self.state = self.attempt.state if self.attempt else load_checkpoint(checkpoint)
+        if checkpoint:  # rank 0 read it; the other ranks, on this node or another, get it from rank 0
+            self.state = distributed.from_main(self.attempt.state if self.attempt else None)
             self.resumed_from = self.last_checkpoint = Path(checkpoint)
             self.start_step = self.state["step"]
             self._elapsed_before = self.state["elapsed"]
@@ -125,7 +124,7 @@ class RunWriter:
                 config,
                 identity,
                 device,
-                self.layout.world_size,
+                self.layout,
                 dataset,
                 resumed_from=self.resumed_from,
                 changes=recorded_changes(attempt, previous),
@@ -163,6 +162,7 @@ class RunWriter:
                 "identity": self.identity,
                 "identity_digest": identity_digest(self.identity),
                 "world_size": self.layout.world_size,
+                "nodes": self.layout.nodes,
                 "rng": rng,
                 **training_state,
             }
@@ -211,7 +211,7 @@ class RunWriter:
             summary = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
             self.report(f"{status} at step {step} in {self.elapsed():.0f}s" + (f": {summary}" if summary else ""))
             if status == "stopped":
-                self.report(f"continue with: {resume_command(self.kind, self.dir.path, self.layout.world_size)}")
+                self.report(f"continue with: {resume_command(self.kind, self.dir.path, self.layout)}")
             self.report(f"run directory: {self.dir.path}")
         result = RunResult(
             kind=self.kind,

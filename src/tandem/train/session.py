@@ -59,8 +59,15 @@ class Session:
         configure_determinism(c.deterministic)
         if self.device.type == "cpu" and c.cpu_threads:
             torch.set_num_threads(c.cpu_threads)
-        ranks = f"; rank 0 of {self.layout.world_size}" if self.layout.enabled else ""
+        ranks = f"; rank 0 of {self.layout.describe()}" if self.layout.enabled else ""
         self.print(f"device: {self.device} ({why}{ranks})")
+        if self.layout.local_rank == 0 and not self.is_main:  # each other node says it joined, once
+            first = self.layout.node_rank * self.layout.local_world_size
+            print(
+                f"node {self.layout.node_rank} of {self.layout.nodes}: ranks {first}-{first + self.layout.local_world_size - 1} "
+                f"on {self.device.type}, training with node 0, which writes the run",
+                flush=True,
+            )
         self.stale_image_warning()
         if c.image_size:  # before the resize that would not fit; the batch the device would choose at most
             batch = resolve_for_device(self.kind, c, self.device.type, self.layout.world_size)[0].batch_size
@@ -101,22 +108,15 @@ class Session:
                 print(warning, file=sys.stderr)
 
     def load_data(self, c: TrainConfig) -> ImageData:
-        """Rank 0 loads (and downloads) first; the other ranks then read the cached files."""
+        """Each node's first rank loads (and downloads) first; the node's other ranks then read its cached
+        files. Nodes need no shared data disk."""
 
         def load() -> ImageData:
             return load_dataset(
                 c.dataset, c.data_dir, image_size=c.image_size or None, folder=c.folder or None, seed=c.seed
             )
 
-        data, problem = None, None
-        if self.is_main:
-            try:
-                data = load()
-            except UsageError as exc:
-                problem = str(exc)
-        problem = distributed.gather(problem)[0]  # also makes the other ranks wait for the download
-        if problem:
-            raise UsageError(problem)
+        data = distributed.first_where(self.layout.local_rank == 0, load)
         return (data or load()).to(self.device)
 
     def choose_for_device(self, c: TrainConfig) -> TrainConfig:
