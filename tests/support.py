@@ -67,3 +67,29 @@ def wait_for(condition, timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1 (a rendezvous for test nodes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def job_pids(marker: str) -> list[int]:
+    """Living processes whose command line holds `marker` (the job's run name or script)."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                if "\nState:\tZ" not in (entry / "status").read_text():
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

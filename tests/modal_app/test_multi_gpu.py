@@ -22,7 +22,7 @@ import torch
 from modal_app import functions
 from modal_app import supervisor as attempt
 from modal_app.resources import placement
-from support import wait_for
+from support import job_pids, wait_for
 from tandem.train.checkpoint import CheckpointDir, load
 from tandem.train.config import DiTTrainConfig
 
@@ -32,21 +32,6 @@ pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executi
 SMALL_DIT = {"depth": 2, "width": 32, "heads": 2, "patch_size": 4, "batch_size": 16, "warmup_steps": 2,
              "log_every": 1, "checkpoint_every": 5, "sample_every": 0, "samples_per_class": 1, "sample_steps": 2,
              "solver": "euler", "device": "cpu", "deterministic": True, "cpu_threads": 1, "loggers": "none"}  # fmt: skip
-
-
-def job_pids(marker: str) -> list[int]:
-    """Living processes whose command line holds `marker` (the job's run name or script)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                if "\nState:\tZ" not in (entry / "status").read_text():
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture

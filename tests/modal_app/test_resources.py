@@ -53,3 +53,25 @@ def test_the_reservation_comes_from_the_settings():
     assert place == Placement(gpu="L4", count=2, timeout=900, cpu=4.0, memory=16384)
     assert place.options() == {"gpu": "L4:2", "timeout": 900, "cpu": 4.0, "memory": 16384}
     assert Placement(**place.as_dict()) == place  # what a Function hands its continuation
+
+
+def test_a_cluster_takes_whole_hosts_of_a_cluster_gpu():
+    place = placement("h200", 8, 600, SETTINGS, nodes=4, rdma=False)
+    assert (place.gpu_spec, place.nodes, place.rdma) == ("H200:8", 4, False)
+    assert place.options()["gpu"] == "H200:8"  # per container
+    assert place.describe() == "4 nodes x 8 x H200 (no RDMA), 4 CPU, 16384 MiB, timeout 600 s"
+    assert Placement(**place.as_dict()) == place
+
+
+def test_the_largest_cluster_modal_documents():
+    assert placement("B200", 8, 600, SETTINGS, nodes=32).nodes == 32  # 256 GPUs
+
+
+def test_the_app_defines_a_clustered_function_for_each_size():
+    from modal_app import functions
+
+    infos = {key: function.info() for key, function in functions.CLUSTER_FUNCTIONS.items()}
+    assert sorted(infos) == [(n, r) for n in (2, 4, 8, 16, 32) for r in (False, True)]
+    for (nodes, rdma), info in infos.items():
+        assert (info.cluster_info.size, info.cluster_info.rdma) == (nodes, rdma)
+        assert info.gpus == [("H100", 8)]  # whole hosts; a call's --gpu replaces the type

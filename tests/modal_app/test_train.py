@@ -155,6 +155,27 @@ BAD_INPUT = [
     (["modal_app/train.py", "dit", "--steps", "0"], "--steps must be positive"),
     (["modal_app/train.py", "dit", "--bogus"], "unrecognized arguments: --bogus"),
     (
+        ["modal_app/train.py", "dit", "--gpus", "8", "--nodes", "3"],
+        "--nodes 3: this app defines clusters of 2, 4, 8, 16, 32 nodes",
+    ),
+    (["modal_app/train.py", "dit", "--gpus", "8", "--nodes", "33"], "--nodes 33: a Modal cluster has 2 to 32 nodes"),
+    (
+        ["modal_app/train.py", "dit", "--gpu", "A100", "--gpus", "8", "--nodes", "2"],
+        "--gpu A100: Modal clusters run on H100, H100!, H200, B200, B200+",
+    ),
+    (
+        ["modal_app/train.py", "dit", "--gpus", "4", "--nodes", "2"],
+        "--gpus 4: each node of a Modal cluster takes all 8 GPUs of its host; pass --gpus 8",
+    ),
+    (
+        ["modal_app/train.py", "dit", "--gpus", "8", "--nodes", "2", "--node-rank", "1"],
+        "--node-rank and --master-addr are Modal's to choose",
+    ),
+    (
+        ["modal_app/train.py", "dit", "--gpus", "8", "--nodes", "2", "--local"],
+        "--nodes starts a Modal cluster; on this machine use `tandem train",
+    ),
+    (
         ["modal_app/train.py", "fetch", "nothing-here"],
         "no run 'nothing-here' in Volume tandem-runs; list the runs with",
     ),

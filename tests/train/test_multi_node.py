@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import time
 import pytest
 
 from modal_app.supervisor import ProcessTree
-from support import wait_for
+from support import free_port, wait_for
 from tandem.train import checkpoint
 from tandem.train.flags import config_to_argv
 
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.training
 
 STEPS = 12
 KEPT = ("model", "ema", "optimizer", "scheduler", "rng")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(config, *launch: str) -> subprocess.Popen:
