@@ -179,3 +179,20 @@ def test_a_package_loaded_from_outside_the_env_fails_the_comparison():
     rows = {row.field: row for row in compare_fingerprints([a, b])}
     assert rows["packages from outside the env"].values == ["(none)", "torch"]
     assert bad_fields(a, b) == ["packages from outside the env"]
+
+
+def test_two_clusters_of_one_shape_match_and_another_shape_is_named():
+    a, b, c = fingerprint("cluster-a"), fingerprint("cluster-b"), fingerprint("one")
+    for fp, shape in ((a, (16, 2)), (b, (16, 2)), (c, (8, 1))):
+        fp["environment"]["distributed"] = {"world_size": shape[0], "nodes": shape[1]}
+    assert bad_fields(a, b) == []
+    assert bad_fields(a, c) == ["ranks x nodes"]
+    assert bad_fields(fingerprint(), c) == ["ranks x nodes"]  # a file from before the field: one process
+
+
+def test_the_fingerprint_records_torchruns_layout(monkeypatch):
+    from tandem.check.environment import distributed_shape
+
+    for name, value in {"RANK": "3", "WORLD_SIZE": "16", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8"}.items():
+        monkeypatch.setenv(name, value)
+    assert distributed_shape() == {"world_size": 16, "nodes": 2}

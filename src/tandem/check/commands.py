@@ -36,6 +36,8 @@ def check_command(args) -> int:
     label = args.label or ("image" if os.environ.get("TANDEM_ENV_DIGEST") else "local")
     out = Path(args.out or Path(default_runs_dir()) / "fingerprints" / f"{label}.json")
     fingerprint = collect_fingerprint(label=label, gpu=not args.no_gpu)
+    if fingerprint["environment"]["distributed"]["world_size"] > 1 and os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun every rank checks itself; global rank 0 writes the file
     write_fingerprint(fingerprint, out)
     print(summary(fingerprint, out))
     return 0

@@ -128,6 +128,8 @@ def compare_fingerprints(fingerprints: list[dict]) -> list[Row]:
         else:
             rows.append(_same(f"env {name}", values))
 
+    shapes = [e.get("distributed") or {"world_size": 1, "nodes": 1} for e in envs]  # older files: one process
+    rows.append(_same("ranks x nodes", [f"{s['world_size']} ranks on {s['nodes']} node(s)" for s in shapes]))
     rows.append(_same("source sha256", [e["source_sha256"] for e in envs]))
     rows.append(_same("settings+lock digest", [e["settings_digest"] for e in envs]))
     fresh = [e["image_digest"] in (None, e["settings_digest"]) for e in envs]

@@ -53,7 +53,16 @@ def collect_environment(project: Project) -> dict:
         "settings_digest": env_digest(project),
         "image_digest": os.environ.get(DIGEST_VAR),
         "device": device_facts(),
+        "distributed": distributed_shape(),
     }
+
+
+def distributed_shape() -> dict:
+    """How many ranks and nodes run this (torchrun's layout; one process otherwise)."""
+    from tandem.train.distributed import from_environment
+
+    layout = from_environment()
+    return {"world_size": layout.world_size, "nodes": layout.nodes}
 
 
 def distributions(project: Project) -> dict:
