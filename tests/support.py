@@ -11,6 +11,8 @@ PROJECT_FILES = (
     "docker/Dockerfile",
     "compose.yaml",
     "compose.cpu.yaml",
+    "compose.multinode.yaml",
+    "compose.nodes.yaml",
     "docker/image.env",
     ".dockerignore",
 )

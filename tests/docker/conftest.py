@@ -153,13 +153,17 @@ def compose_env(standin_build_args, compose_dirs) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def compose(compose_env):
-    """Runs `docker compose -p tandem-test -f compose.yaml -f compose.cpu.yaml [-f EXTRA...] ARGS` in the repo."""
+    """Runs `docker compose -p tandem-test -f compose.yaml -f compose.cpu.yaml [-f EXTRA...] ARGS` in the repo
+    (`base`: other files instead of those two; `env`: variables added to compose_env)."""
 
-    def run(*args: str, files: tuple[Path, ...] = (), check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, files: tuple[Path, ...] = (), check: bool = True, base=COMPOSE_FILES, env=None
+    ) -> subprocess.CompletedProcess:
         cmd = ["docker", "compose", "-p", COMPOSE_PROJECT]
-        for name in (*COMPOSE_FILES, *map(str, files)):
+        for name in (*base, *map(str, files)):
             cmd += ["-f", name]
-        proc = subprocess.run([*cmd, *args], cwd=REPO, env=compose_env, capture_output=True, text=True)
+        env = compose_env | (env or {})
+        proc = subprocess.run([*cmd, *args], cwd=REPO, env=env, capture_output=True, text=True)
         if check and proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
             pytest.fail(f"docker compose {' '.join(args)} failed ({proc.returncode}):\n{tail}", pytrace=False)

@@ -68,3 +68,23 @@ def test_dit_leaves_a_sample_grid(dit_run):
     with Image.open(grids[-1]) as grid:
         # digits: 10 classes of 8x8 images, labelled 0-9, with a caption above
         assert grid.size[0] == grid_layout(10, 2, 8, [str(d) for d in range(10)]).size[0] and grid.size[1] > 10 * 50
+
+
+def test_the_two_node_file_trains_one_run_to_the_end(compose, compose_image, compose_runs):
+    """compose.multinode.yaml: node-0 and node-1 on one Docker network, a 2-node gloo run on the CPU."""
+    flags = "--run-name compose-2-nodes --steps 8 --batch-size 32 --sample-every 0 --checkpoint-every 4"
+    files = ("compose.multinode.yaml",)
+    try:
+        compose("up", "--no-build", base=files, env={"TANDEM_FLAGS": flags})
+        states = compose("ps", "--all", "--format", "{{.Service}} {{.State}} {{.ExitCode}}", base=files).stdout
+    finally:
+        logs = compose("logs", "--no-color", base=files, check=False).stdout
+        compose("down", "--remove-orphans", base=files, check=False)
+    assert sorted(states.split("\n")[:-1]) == ["node-0 exited 0", "node-1 exited 0"], logs
+    assert "node 1 of 2: ranks 1-1 on cpu, training with node 0, which writes the run" in logs
+    run = compose_runs / "compose-2-nodes"
+    assert sorted(p.name for p in compose_runs.iterdir() if p.name.startswith("compose-2")) == ["compose-2-nodes"]
+    record = json.loads((run / "config.json").read_text())
+    assert (record["world_size"], record["nodes"]) == (2, 2)
+    final = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert (final["status"], final["step"], final["ranks_identical"]) == ("completed", 8, True)

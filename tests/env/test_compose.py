@@ -76,3 +76,24 @@ def test_docker_compose_config_accepts_both_files(project_dir):
         out = subprocess.run(["docker", "compose", *files, "config"], cwd=project_dir, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
     assert "nvidia" not in out.stdout  # the CPU override removed the reservations
+
+
+def test_the_two_node_file_starts_node_0_and_node_1_of_one_run():
+    from support import REPO
+    from tandem.env.compose import render_compose_multinode
+    from tandem.env.settings import load_project
+
+    text = render_compose_multinode(load_project(REPO))
+    assert '    command: "--nodes 2 --node-rank 0 --master-addr node-0:29500 --device cpu ${TANDEM_FLAGS:-}"' in text
+    assert '    command: "--nodes 2 --node-rank 1 --master-addr node-0:29500 --device cpu ${TANDEM_FLAGS:-}"' in text
+    assert text.count('entrypoint: ["python", "-m", "tandem", "train", "dit"]') == 2
+    assert "deploy:" not in text  # the CPU: gloo over the Docker network
+
+
+def test_the_nodes_override_puts_the_trainers_on_the_host_network():
+    from tandem.env.compose import render_compose_nodes
+
+    text = render_compose_nodes()
+    assert text.endswith(
+        "services:\n  train-classifier:\n    network_mode: host\n  train-dit:\n    network_mode: host\n"
+    )

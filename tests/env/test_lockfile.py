@@ -124,8 +124,8 @@ def test_lock_writes_both_locks_or_neither_and_shows_the_conflict(tmp_path, monk
     ]
     assert {name: (root / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        [".dockerignore", "compose.cpu.yaml", "compose.yaml", "docker", "modal_app", "pyproject.toml",
-         "requirements-dev.txt", "requirements-modal.txt", "src"]
+        [".dockerignore", "compose.cpu.yaml", "compose.multinode.yaml", "compose.nodes.yaml", "compose.yaml",
+         "docker", "modal_app", "pyproject.toml", "requirements-dev.txt", "requirements-modal.txt", "src"]
     )  # fmt: skip
 
     # Both compile: both are replaced.

@@ -22,10 +22,82 @@ HEADER = (
 
 
 def render_compose(project: Project) -> str:
-    s = project.settings
     q = json.dumps  # JSON strings are valid YAML scalars, quoted and escaped
+    lines = [HEADER.rstrip("\n"), *_image_and_service(project), "", "services:"]
+    for name, command in SERVICES.items():
+        entrypoint = ["python", "-m", "tandem", *command]
+        lines += [f"  {name}:", "    <<: *service", f"    entrypoint: {q(entrypoint)}"]
+        if name == "check":  # the fingerprint lands in the runs volume as fingerprints/docker.json
+            lines.append(f"    command: {q(['--label', 'docker'])}")
+        if name in GPU_SERVICES:
+            lines += GPU_RESERVATION
+    return "\n".join([*lines, *_secrets()])
+
+
+def render_compose_multinode(project: Project) -> str:
+    """Two nodes of one DiT run on one Docker network, on the CPU (gloo): the multi-node path end to end
+    on one machine. Each node's flags come from TANDEM_FLAGS (split into words as a shell would)."""
+    q = json.dumps
+    master = f"{NODE_HOST.format(0)}:{MULTINODE_PORT}"
     lines = [
         HEADER.rstrip("\n"),
+        "# Two nodes, one run: TANDEM_FLAGS='--steps 200' docker compose -f compose.multinode.yaml up",
+        "# Node 0 hosts the rendezvous and writes the run to ./runs; node 1 trains with it. On machines of",
+        "# their own, run train-dit on each with compose.nodes.yaml (the host network) instead.",
+        *_image_and_service(project),
+        "",
+        "services:",
+    ]
+    for rank in range(MULTINODE_NODES):
+        flags = f"--nodes {MULTINODE_NODES} --node-rank {rank} --master-addr {master} --device cpu ${{TANDEM_FLAGS:-}}"
+        lines += [
+            f"  {NODE_HOST.format(rank)}:",
+            "    <<: *service",
+            f"    entrypoint: {q(['python', '-m', 'tandem', 'train', 'dit'])}",
+            f"    command: {q(flags)}",
+        ]
+    return "\n".join([*lines, *_secrets()])
+
+
+def render_compose_nodes() -> str:
+    """An override for one node of a run over several machines: the trainers on the host's network, so
+    the other nodes reach node 0's rendezvous and the ranks' collectives use the host's interfaces."""
+    lines = [
+        HEADER.rstrip("\n"),
+        "# On each machine of a multi-node run (the same command, its own --node-rank):",
+        "#   docker compose -f compose.yaml -f compose.nodes.yaml run --rm train-dit \\",
+        "#     --gpus 8 --nodes 2 --node-rank R --master-addr NODE0_HOST:29500",
+        "",
+        "services:",
+    ]
+    for name in ("train-classifier", "train-dit"):
+        lines += [f"  {name}:", "    network_mode: host"]
+    return "\n".join(lines) + "\n"
+
+
+GPU_RESERVATION = [
+    "    deploy:",
+    "      resources:",
+    "        reservations:",
+    "          devices:",
+    "            - driver: nvidia",
+    "              count: all",
+    "              capabilities: [gpu]",
+]
+MULTINODE_NODES = 2
+MULTINODE_PORT = 29500
+NODE_HOST = "node-{}"  # the service name, which the Docker network resolves
+
+
+def _secrets() -> list[str]:
+    return ["", "secrets:", "  ca_bundle:", '    file: "${TANDEM_CA_BUNDLE:-/dev/null}"', ""]
+
+
+def _image_and_service(project: Project) -> list[str]:
+    """The build and the service settings every generated compose file shares (YAML anchors)."""
+    s = project.settings
+    q = json.dumps
+    return [
         "# Stand-in base images (no registry) and a proxy CA bundle come in through the environment:",
         "#   TANDEM_PYTHON_IMAGE, TANDEM_UV_IMAGE, TANDEM_CA_BUNDLE (a PEM file; used only while installing).",
         "",
@@ -53,32 +125,7 @@ def render_compose(project: Project) -> str:
         "  volumes:",
         f"    - {q('${TANDEM_DATA_DIR:-./data}:' + s.data_dir)}",
         f"    - {q('${TANDEM_RUNS_DIR:-./runs}:' + s.runs_dir)}",
-        "",
-        "services:",
     ]
-    for name, command in SERVICES.items():
-        entrypoint = ["python", "-m", "tandem", *command]
-        lines += [f"  {name}:", "    <<: *service", f"    entrypoint: {q(entrypoint)}"]
-        if name == "check":  # the fingerprint lands in the runs volume as fingerprints/docker.json
-            lines.append(f"    command: {q(['--label', 'docker'])}")
-        if name in GPU_SERVICES:
-            lines += [
-                "    deploy:",
-                "      resources:",
-                "        reservations:",
-                "          devices:",
-                "            - driver: nvidia",
-                "              count: all",
-                "              capabilities: [gpu]",
-            ]
-    lines += [
-        "",
-        "secrets:",
-        "  ca_bundle:",
-        '    file: "${TANDEM_CA_BUNDLE:-/dev/null}"',
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def render_env_file(project: Project) -> str:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from tandem.env.compose import render_compose, render_compose_cpu, render_env_file
+from tandem.env.compose import (
+    render_compose,
+    render_compose_cpu,
+    render_compose_multinode,
+    render_compose_nodes,
+    render_env_file,
+)
 from tandem.env.dockerfile import render
 from tandem.env.image_steps import render_dockerignore
 from tandem.env.settings import Project
@@ -18,6 +24,8 @@ def generated_files(project: Project) -> dict[Path, str]:
         project.dockerfile_path: render(project),
         project.root / "compose.yaml": render_compose(project),
         project.root / "compose.cpu.yaml": render_compose_cpu(),
+        project.root / "compose.multinode.yaml": render_compose_multinode(project),
+        project.root / "compose.nodes.yaml": render_compose_nodes(),
         project.root / "docker" / "image.env": render_env_file(project),
         project.root / ".dockerignore": render_dockerignore(),
     }
