@@ -1,38 +1,13 @@
-"""The one place that decides what a Modal call runs on: GPU type and count, nodes, timeout, CPU and memory.
-
-The GPU table is what Modal's GPU guide documents for the pinned client (modal 1.6): the types `gpu=`
-accepts and how many of each fit in one container. The client itself only upper-cases the type and splits
-off `:COUNT`, so without this check a typo (`A10G:8`, `nonsense`) fails on Modal, after the image build.
-"""
+"""The one place that decides what a Modal call runs on: GPU type and count, nodes, timeout, CPU and memory,
+checked against tandem.env.modal_gpus (what Modal documents) before anything is sent."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tandem.env.modal_gpus import CLUSTER_GPU_TYPES, GPU_TYPES, MAX_CLUSTER_GPUS, MAX_CLUSTER_NODES
 from tandem.errors import UsageError
 
-# type -> most GPUs per container ("H100!" is an H100 never upgraded to an H200; "B200+" may get a B300)
-GPU_TYPES = {
-    "T4": 8,
-    "L4": 8,
-    "A10": 4,
-    "A10G": 4,  # the older name of A10
-    "L40S": 8,
-    "A100": 8,
-    "A100-40GB": 8,
-    "A100-80GB": 8,
-    "RTX-PRO-6000": 1,  # the guide names no multi-GPU count for it
-    "H100": 8,
-    "H100!": 8,
-    "H200": 8,
-    "B200": 8,
-    "B200+": 8,
-}
-# Clusters (`--nodes N`, modal.clustered), as Modal's multi-node guide documents them for the pinned
-# client: each container takes every GPU of its host, only these types, at most 32 nodes and 256 GPUs.
-CLUSTER_GPU_TYPES = ("H100", "H100!", "H200", "B200", "B200+")
-MAX_CLUSTER_NODES = 32
-MAX_CLUSTER_GPUS = 256
 # A clustered Function's size is fixed when it is defined: the app defines one for each of these sizes.
 CLUSTER_SIZES = (2, 4, 8, 16, 32)
 MAX_TIMEOUT = 24 * 60 * 60  # Modal's limit per call, in seconds

@@ -170,3 +170,27 @@ def test_a_pin_that_cannot_be_checked_is_ok_with_the_reasons(pinned, monkeypatch
         "ok",
         f"python:3.11-slim-bookworm@{DIGEST} (the tag could not be checked now: no registry; no engine)",
     )
+
+
+@pytest.mark.parametrize(
+    "gpu, status, words",
+    [
+        (
+            "H100",
+            "ok",
+            "H100 forms clusters: modal run modal_app/train.py dit --gpu H100 --gpus 8 --nodes 2 (2 to 32 nodes",
+        ),
+        ("B200+", "ok", "B200+ forms clusters"),
+        ("A100-80GB", "skip", "A100-80GB runs one container per call; --nodes needs H100, H100!, H200, B200, B200+"),
+    ],
+)
+def test_doctor_says_whether_the_modal_gpu_forms_clusters(ctx, gpu, status, words):
+    ctx.modal_gpu = gpu
+    finding = doctor.modal_clusters(ctx)
+    assert finding.status == status and finding.detail.startswith(words)
+
+
+def test_every_modal_gpu_type_has_an_architecture():
+    from tandem.env.modal_gpus import GPU_ARCH, GPU_TYPES
+
+    assert list(GPU_ARCH) == list(GPU_TYPES)

@@ -16,17 +16,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tandem.check.environment import nvidia_driver_version
+from tandem.env.modal_gpus import CLUSTER_GPU_TYPES, GPU_ARCH, GPU_TYPES, MAX_CLUSTER_NODES
 from tandem.env.settings import Project, load_project
 from tandem.errors import UsageError
 
 TARGETS = ("local", "docker", "modal")
 # The oldest driver each CUDA major of the locked torch build runs on.
 MIN_DRIVER = {13: 580, 12: 525}
-# Compute capability of each GPU type Modal offers.
-MODAL_GPU_ARCH = {
-    "T4": "sm_75", "L4": "sm_89", "A10G": "sm_86", "A10": "sm_86", "A100": "sm_80", "A100-40GB": "sm_80",
-    "A100-80GB": "sm_80", "L40S": "sm_89", "H100": "sm_90", "H200": "sm_90", "B200": "sm_100",
-}  # fmt: skip
 BASE_IMAGE_TIMEOUT_S = 5  # the registry is asked with a short timeout: an offline machine answers at once
 IMAGE_DISK_GB = 20  # the CUDA venv (~6 GB) twice during the build, plus the base and the cache
 
@@ -58,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def doctor_command(args) -> int:
     project = load_project(args.project)
     gpu_type = args.modal_gpu or project.settings.modal_gpu
-    if gpu_type.split(":")[0] not in MODAL_GPU_ARCH:
-        raise UsageError(f"--modal-gpu {gpu_type!r} is not a Modal GPU type; use one of {', '.join(MODAL_GPU_ARCH)}")
+    if gpu_type.split(":")[0] not in GPU_ARCH:
+        raise UsageError(f"--modal-gpu {gpu_type!r} is not a Modal GPU type; use one of {', '.join(GPU_ARCH)}")
     context = Context(project, gpu_type)
     findings = [probe(context) for probe in PROBES[args.target]]
     if args.json:
@@ -224,7 +220,22 @@ def local_gpu_kernels(ctx: Context) -> Finding:
 
 def modal_gpu_kernels(ctx: Context) -> Finding:
     gpu = ctx.modal_gpu
-    return _kernels("modal gpu kernels", gpu, MODAL_GPU_ARCH[gpu.split(":")[0]])
+    return _kernels("modal gpu kernels", gpu, GPU_ARCH[gpu.split(":")[0]])
+
+
+def modal_clusters(ctx: Context) -> Finding:
+    """Whether this GPU type can run `--nodes N` (a Modal cluster), and the flags that do."""
+    gpu = ctx.modal_gpu.split(":")[0]
+    if gpu in CLUSTER_GPU_TYPES:
+        return Finding(
+            "modal clusters", "ok",
+            f"{gpu} forms clusters: modal run modal_app/train.py dit --gpu {gpu} --gpus {GPU_TYPES[gpu]} --nodes 2 "
+            f"(2 to {MAX_CLUSTER_NODES} nodes; checked again before each call)",
+        )  # fmt: skip
+    return Finding(
+        "modal clusters", "skip",
+        f"{gpu} runs one container per call; --nodes needs {', '.join(CLUSTER_GPU_TYPES)} (whole hosts of 8)",
+    )  # fmt: skip
 
 
 def _kernels(name: str, gpu: str, arch: str) -> Finding:
@@ -284,5 +295,5 @@ PROBES: dict[str, list[Callable]] = {
         nvidia_driver,
         disk_space,
     ],
-    "modal": [lock_fresh, generated_fresh, base_image_pinned, modal_credentials, modal_gpu_kernels],
+    "modal": [lock_fresh, generated_fresh, base_image_pinned, modal_credentials, modal_gpu_kernels, modal_clusters],
 }
