@@ -110,3 +110,16 @@ def test_a_node_lost_mid_run_ends_the_attempt_and_both_resume_bitwise(
     outs = finish(two_nodes(config.__class__(**{**config.__dict__, "resume": True})))
     assert f"resuming step_{reached:07d}.pt" in outs[0]
     states_equal(final_state(runs_dir / "lost"), final_state(one_node_of_two))
+
+
+def test_a_two_node_checkpoint_resumes_exactly_on_one_node_of_two_ranks(
+    dit_config, runs_dir, one_node_of_two, states_equal
+):
+    """The random streams belong to global ranks: the same number of ranks on another layout continues
+    bitwise (a lost node's work moved onto one machine)."""
+    config = small(dit_config, "moved")
+    finish(two_nodes(config.__class__(**{**config.__dict__, "stop_after": 4})))
+    (out,) = finish([start(config.__class__(**{**config.__dict__, "resume": True}), "--gpus", "2")])
+    assert "resuming step_0000004.pt" in out and "random streams restart" not in out
+    assert losses(runs_dir / "moved") == losses(one_node_of_two)
+    states_equal(final_state(runs_dir / "moved"), final_state(one_node_of_two))
