@@ -20,6 +20,7 @@ from tandem.data import ImageData, load_dataset
 from tandem.errors import UsageError
 from tandem.train import distributed, memory
 from tandem.train.checkpoint import restore_rng
+from tandem.train.compile_cache import use_compile_cache
 from tandem.train.config import TrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
 from tandem.train.flags import flag_text
@@ -142,7 +143,11 @@ class Session:
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the step calls: DDP-wrapped on several ranks, compiled with --compile."""
         model = distributed.wrap(model, self.layout, self.device)
-        return torch.compile(model) if self.config.compile else model
+        if not self.config.compile:
+            return model
+        folder, warm = use_compile_cache(self.config.data_dir)
+        self.print(f"torch.compile cache: {folder} ({'warm' if warm else 'cold: the first step compiles'})")
+        return torch.compile(model)
 
     def restore(self, state: dict) -> None:
         """Put back this rank's random streams from a checkpoint."""
