@@ -10,7 +10,9 @@
    1024, DiT-S/2 and DiT-B/2 at 3x32x32 at batch 256; step img/s, MFU, and img/s end to end of a 200-step
    run at the default cadence of checkpoints and sample grids.
 4. A short DiT run on digits through `tandem train dit`: wall time, img/s and final loss.
-5. With 2+ GPUs: a 2-rank NCCL DDP run through torchrun (skipped otherwise).
+5. torch.compile start, cold then warm: the same 3-step `--compile` run twice with one data dir (its
+   compile cache); the first step's compile seconds of each (skipped with --quick).
+6. With 2+ GPUs: a 2-rank NCCL DDP run (`tandem train --gpus 2`, torchrun underneath; skipped otherwise).
 
 Each step runs as its own process; a failing step is recorded and the rest still run. The results go to
 `<out>/gpu.json` and `<out>/gpu.md` (also printed); the exit status is 1 if any step failed.
@@ -157,13 +159,31 @@ def step_digits(out: Path, device: str, quick: bool) -> dict:
     return {"ok": True, "seconds": seconds, "detail": detail, **figures}
 
 
+def step_compile(out: Path, device: str, quick: bool) -> dict:
+    if quick:
+        return {"ok": None, "seconds": 0.0, "detail": "skipped: --quick compiles nothing"}
+    runs, seconds, compile_s = out / "compile-runs", 0.0, []
+    for name in ("cold", "warm"):
+        args = ["train", "dit", "--dataset", "digits", "--steps", "3", "--compile", "--sample-every", "0"]
+        args += ["--runs-dir", str(runs), "--data-dir", str(out / "compile-data"), "--run-name", name]
+        ok, took, last = run([*TANDEM, *args], out / f"compile-{name}.log", 600)
+        seconds += took
+        if not ok:
+            return {"ok": False, "seconds": seconds, "detail": last}
+        records = [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        compile_s.append(next(r["compile_s"] for r in records if "compile_s" in r))
+    detail = f"first step {compile_s[0]:.1f}s cold, {compile_s[1]:.1f}s warm ({compile_s[1] / compile_s[0]:.0%})"
+    return {"ok": True, "seconds": seconds, "detail": detail, "cold_s": compile_s[0], "warm_s": compile_s[1]}
+
+
 def step_ddp(out: Path, device: str, quick: bool) -> dict:
     if device != "cuda" or torch.cuda.device_count() < 2:
         return {"ok": None, "seconds": 0.0, "detail": "skipped: fewer than 2 GPUs"}
     runs = out / "ddp-runs"
     args = ["train", "dit", "--dataset", "digits", "--steps", "100", "--batch-size", "128", "--runs-dir", str(runs)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "tandem", *args]
-    ok, seconds, last = run([*cmd, "--run-name", "ddp", "--sample-every", "0"], out / "ddp.log", 300)
+    ok, seconds, last = run(
+        [*TANDEM, *args, "--gpus", "2", "--run-name", "ddp", "--sample-every", "0"], out / "ddp.log", 300
+    )
     if not ok:
         return {"ok": False, "seconds": seconds, "detail": last}
     record = json.loads((runs / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
@@ -176,6 +196,7 @@ STEPS = {
     "bitwise resume": step_resume,
     "throughput": step_throughput,
     "digits DiT run": step_digits,
+    "compile start": step_compile,
     "2-rank DDP": step_ddp,
 }
 

@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
-STEPS = ["tandem check twice", "bitwise resume", "throughput", "digits DiT run", "2-rank DDP"]
+STEPS = ["tandem check twice", "bitwise resume", "throughput", "digits DiT run", "compile start", "2-rank DDP"]
 
 
 def test_quick_run_writes_its_json_and_markdown(tmp_path):
@@ -25,7 +25,7 @@ def test_quick_run_writes_its_json_and_markdown(tmp_path):
     assert report["quick"] is True and report["device"] == "cpu"
     steps = report["steps"]
     assert list(steps) == STEPS
-    assert [steps[name]["ok"] for name in STEPS] == [True, True, True, True, None]  # no 2 GPUs here
+    assert [steps[name]["ok"] for name in STEPS] == [True, True, True, True, None, None]  # no compile, no 2 GPUs
     assert steps["tandem check twice"]["sections"] == {"cpu": True}
     assert steps["bitwise resume"]["detail"] == "parameters bitwise equal after 20 steps"
     models = [(r["model"], r["shape"]) for r in steps["throughput"]["results"]]
@@ -40,6 +40,7 @@ def test_quick_run_writes_its_json_and_markdown(tmp_path):
         ["| bitwise resume", "pass"],
         ["| throughput", "pass"],
         ["| digits DiT run", "pass"],
+        ["| compile start", "skipped"],
         ["| 2-rank DDP", "skipped"],
     ]
     assert "\n".join(table) in done.stdout  # printed as well
