@@ -1,6 +1,8 @@
 """Helpers shared by test modules (importable because pytest puts tests/ on sys.path)."""
 
+import contextlib
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -67,3 +69,24 @@ def wait_for(condition, timeout: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def read_only_mount(folder: Path, files: dict[str, bytes] | None = None):
+    """A real read-only file system at `folder` (a tmpfs, holding `files`), unmounted afterwards. Root
+    ignores a folder's modes, so only a read-only mount makes writes fail as they do on one; the test is
+    skipped where mounting is not permitted."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a file system here: {mounted.stderr.decode().strip()}")
+    try:
+        for name, data in (files or {}).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True, capture_output=True)
