@@ -18,6 +18,18 @@ PROJECT_FILES = (
 )
 PROJECT_DIRS = ("modal_app",)  # the Modal app parity imports
 
+# Env values a person may write that mean something to a shell, a Dockerfile or YAML: each reaches both
+# images as written, as one ENV value, and adds no instruction.
+LITERAL_ENV_VALUES = [
+    "a b",
+    "quote \" and ' single",
+    "dollar $HOME and $(id) and `id`",
+    "; echo pwned && rm -rf / | sh > /etc/passwd",
+    "# not a comment",
+    "*.png ~ % ! < >",
+    "",
+]
+
 
 def copy_project(dest: Path) -> Path:
     """A copy of this project's environment files, with a stand-in src/, safe to plant drift in."""
