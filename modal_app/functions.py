@@ -88,7 +88,7 @@ def check(label: str, runs_dir: str) -> dict:
     from tandem.check.fingerprint import collect_fingerprint, write_fingerprint
 
     fingerprint = collect_fingerprint(label=label)
-    path = write_fingerprint(fingerprint, Path(runs_dir) / "fingerprints" / f"{label}.json")
+    path = write_fingerprint(fingerprint, Path(runs_dir) / "fingerprints" / f"{label}.json", parents=True)
     print(f"wrote {path}")
     commit_volumes()
     return fingerprint

@@ -19,6 +19,7 @@ import modal
 
 from tandem.env import modal_login as login
 from tandem.errors import UsageError
+from tandem.files import write_text_atomic
 from tandem.train.config import CONFIGS, default_runs_dir
 from tandem.train.validate import validate
 
@@ -348,6 +349,5 @@ def fingerprint_of(place: resources.Placement, where: str, folder: Path) -> Path
     runs_dir = functions.settings.runs_dir if where == "modal" else default_runs_dir()
     fingerprint = call(functions.check, where, place, label, runs_dir)
     path = folder / f"{label}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", parents=True)
     return path

@@ -68,8 +68,7 @@ def copy_outputs(source, run: str, outputs: str | Path) -> list[Path]:
     written = []
     for relative in filter(wanted, source.files(run)):
         path = dest / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = source.read(run, relative)
-        atomic_write(path, lambda f, data=data: f.write(data))
+        atomic_write(path, lambda f, data=data: f.write(data), parents=True)
         written.append(path)
     return written

@@ -1,6 +1,8 @@
 """Helpers shared by test modules (importable because pytest puts tests/ on sys.path)."""
 
+import contextlib
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +19,18 @@ PROJECT_FILES = (
     ".dockerignore",
 )
 PROJECT_DIRS = ("modal_app",)  # the Modal app parity imports
+
+# Env values a person may write that mean something to a shell, a Dockerfile or YAML: each reaches both
+# images as written, as one ENV value, and adds no instruction.
+LITERAL_ENV_VALUES = [
+    "a b",
+    "quote \" and ' single",
+    "dollar $HOME and $(id) and `id`",
+    "; echo pwned && rm -rf / | sh > /etc/passwd",
+    "# not a comment",
+    "*.png ~ % ! < >",
+    "",
+]
 
 
 def copy_project(dest: Path) -> Path:
@@ -95,3 +109,24 @@ def job_pids(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@contextlib.contextmanager
+def read_only_mount(folder: Path, files: dict[str, bytes] | None = None):
+    """A real read-only file system at `folder` (a tmpfs, holding `files`), unmounted afterwards. Root
+    ignores a folder's modes, so only a read-only mount makes writes fail as they do on one; the test is
+    skipped where mounting is not permitted."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a file system here: {mounted.stderr.decode().strip()}")
+    try:
+        for name, data in (files or {}).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True, capture_output=True)

@@ -84,7 +84,7 @@ def test_render_refuses_a_file_where_a_directory_goes(tmp_path, capsys):
     before = snapshot(root)
     assert main(["render", "--project", str(root)]) == 2
     err = capsys.readouterr().err
-    assert f"{root / 'docker'} is a file, but tandem render writes docker/Dockerfile inside it" in err
+    assert f"cannot write {root / 'docker' / 'Dockerfile'}: {root / 'docker'} is not a folder" in err
     assert err.count("\n") == 1 and snapshot(root) == before
 
 

@@ -14,6 +14,7 @@ def fingerprint(label="local") -> dict:
         "forward": {"classifier": {"sha256": "sha256:cc", "sum": 1.0, "abs_sum": 3.0}},
     }
     return {
+        "schema": 1,
         "label": label,
         "environment": {
             "python": "3.11.7",
@@ -127,12 +128,14 @@ def test_compare_command_exit_codes(tmp_path, capsys):
 
 NOT_FINGERPRINTS = [
     # (file bytes, the reason the one line gives)
-    (b"{}", "not a tandem fingerprint (environment is missing)"),
+    (b"{}", "not a tandem fingerprint (schema is missing)"),
     (b"[]", "not a tandem fingerprint (it is list, not an object)"),
     (b"null", "not a tandem fingerprint (it is null, not an object)"),
     (b'{"schema": 1, "environment": {"python"', "not a readable fingerprint (Expecting ':' delimiter"),
     (bytes(range(128, 256)), "not a readable fingerprint (not UTF-8 text)"),
-    (b'{"environment": {"python": 3}}', "not a tandem fingerprint (environment.python is int, not str)"),
+    (b'{"schema": 1, "environment": {"python": 3}}', "not a tandem fingerprint (environment.python is int, not str)"),
+    (b'{"environment": {}}', "not a tandem fingerprint (schema is missing)"),
+    (b'{"schema": "1"}', "not a tandem fingerprint (schema is str, not int)"),
 ]
 
 
@@ -146,6 +149,22 @@ def test_a_file_that_is_not_a_fingerprint_is_one_line_exit_2(tmp_path, content, 
     assert main(["check", "--compare", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"tandem check: error: {bad}: {reason}"), err
+
+
+@pytest.mark.parametrize("schema", [99, 0, 2])
+def test_a_fingerprint_of_another_schema_is_refused_not_compared(tmp_path, schema, capsys):
+    from tandem.cli import main
+
+    good, other = tmp_path / "good.json", tmp_path / "other.json"
+    good.write_text(json.dumps(fingerprint()))
+    other.write_text(json.dumps({**fingerprint(), "schema": schema}))  # every other field as schema 1 has it
+    assert main(["check", "--compare", str(good), str(other)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no table, no "all fields match"
+    assert captured.err == (
+        f"tandem check: error: {other}: not a tandem fingerprint (schema {schema}, but this tandem reads schema 1 "
+        "only); write one with `tandem check`\n"
+    )
 
 
 def test_nested_shapes_are_checked_too():

@@ -1,10 +1,11 @@
+import json
 import shutil
 import subprocess
 
 import pytest
 
-from support import edit
-from tandem.env.compose import render_compose, render_compose_cpu
+from support import LITERAL_ENV_VALUES, edit
+from tandem.env.compose import render_compose, render_compose_cpu, render_env_file
 from tandem.env.settings import load_project
 
 SERVICE_BLOCK = """\
@@ -97,3 +98,26 @@ def test_the_nodes_override_puts_the_trainers_on_the_host_network():
     assert text.endswith(
         "services:\n  train-classifier:\n    network_mode: host\n  train-dit:\n    network_mode: host\n"
     )
+
+
+def test_image_env_reads_back_in_tox_as_the_settings_wrote_it(project_dir, tmp_path):
+    """docker/image.env is read by tox (set_env = file|...), which has no quoting: every value the settings
+    allow reaches the test environment byte for byte."""
+    import sys
+
+    block = "\n".join(f"ODD{i} = {json.dumps(v)}" for i, v in enumerate(LITERAL_ENV_VALUES))
+    edit(project_dir / "pyproject.toml", 'PYTHONUNBUFFERED = "1"', f'PYTHONUNBUFFERED = "1"\n{block}')
+    tox_root = tmp_path / "tox"
+    tox_root.mkdir()
+    (tox_root / "image.env").write_text(render_env_file(load_project(project_dir)))
+    (tox_root / "tox.ini").write_text(
+        "[tox]\nno_package = true\n[testenv:x]\nskip_install = true\nset_env = file|{tox_root}/image.env\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "tox", "config", "-e", "x", "-k", "set_env", "-c", str(tox_root / "tox.ini")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    values = dict(line.strip().split("=", 1) for line in shown.splitlines() if line.startswith("  ODD"))
+    assert values == {f"ODD{i}": v for i, v in enumerate(LITERAL_ENV_VALUES)}

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from support import edit
+from support import LITERAL_ENV_VALUES, edit
 from tandem.env.commands import parity_command
 from tandem.env.image_steps import image_steps
 from tandem.env.modal_image import build_modal_image, modal_image_from_steps
@@ -315,13 +315,18 @@ def test_parity_command_prints_table_and_exit_code(project_dir, capsys):
     assert "env PYTHONUNBUFFERED" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["a b", 'quote " and \\ back', "dollar $HOME"])
+@pytest.mark.parametrize("value", LITERAL_ENV_VALUES)
 def test_env_values_survive_quoting_on_both_sides(project_dir, value):
+    import dockerfile
+
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     edit(project_dir / "pyproject.toml", 'PYTHONUNBUFFERED = "1"', f'PYTHONUNBUFFERED = "1"\nODD = "{escaped}"')
+    before = [c.cmd for c in dockerfile.parse_file(str(project_dir / "docker/Dockerfile"))]
     project = load_project(project_dir)
     write_generated(project)
     assert docker_facts(project).env["ODD"] == value == modal_facts(project, build_modal_image(project)).env["ODD"]
+    assert [c.cmd for c in dockerfile.parse_file(str(project_dir / "docker/Dockerfile"))] == before
+    assert app_mismatches(project_dir) == []
 
 
 def test_app_that_does_not_pin_the_builder_version_fails(project_dir):

@@ -152,3 +152,111 @@ def test_the_reservation_keys_are_optional():
     block = {k: v for k, v in VALID.items() if k not in ("modal_cpu", "modal_memory", "threads")}
     s = parse_settings(block)
     assert (s.modal_cpu, s.modal_memory, s.threads) == (4.0, 16384, 4)
+
+
+# Each way a value could break out of the line or word it is written into, in some generated file.
+INJECTIONS = {
+    "newline": "\nRUN echo pwned",
+    "carriage return": "\rRUN echo pwned",
+    "NUL": "\x00",
+    "unicode line separator": "\u2028RUN echo pwned",
+    "tab": "\tx",
+    "double quote": '"',
+    "single quote": "'",
+    "backslash line continuation": " \\",
+    "backslash": "\\x",
+    "dollar expansion": "$HOME",
+    "brace expansion": "${HOME}",
+    "command substitution": "$(id)",
+    "backtick": "`id`",
+    "semicolon": "; echo pwned",
+    "and": "&& echo pwned",
+    "pipe": "| sh",
+    "redirect": "> /etc/passwd",
+    "glob": "*",
+    "space": " x",
+    "comment": " # x",
+    "non-ascii": "é",
+}
+TEXT_FIELDS = [
+    "python",
+    "base_image",
+    "base_image_digest",
+    "uv_version",
+    "workdir",
+    "data_dir",
+    "runs_dir",
+    "modal_gpu",
+    "modal_builder_version",
+]
+
+
+@pytest.mark.parametrize("shape", INJECTIONS, ids=list(INJECTIONS))
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+def test_an_injection_in_a_text_setting_is_refused_in_one_line_naming_it(field, shape):
+    value = VALID[field] + INJECTIONS[shape]
+    with pytest.raises(UsageError) as err:
+        parse_settings({**VALID, field: value})
+    assert str(err.value).startswith(f"[tool.tandem.image]: {field} must be ")
+    assert str(err.value).endswith(f"; got {value!r}") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("shape", INJECTIONS, ids=list(INJECTIONS))
+@pytest.mark.parametrize("field, entry", [("apt_packages", "gcc"), ("modal_secrets", "wandb")])
+def test_an_injection_in_a_list_entry_is_refused_naming_the_entry(field, entry, shape):
+    value = entry + INJECTIONS[shape]
+    with pytest.raises(UsageError) as err:
+        parse_settings({**VALID, field: [entry, value]})
+    assert str(err.value).startswith(f"[tool.tandem.image]: {field} must be ")
+    assert str(err.value).endswith(f"; got {value!r}") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("shape", INJECTIONS, ids=list(INJECTIONS))
+def test_an_injection_in_an_env_key_is_refused_in_one_line(shape):
+    key = "PYTHONUNBUFFERED" + INJECTIONS[shape]
+    with pytest.raises(UsageError) as err:
+        parse_settings({**VALID, "env": {key: "1"}})
+    assert str(err.value) == (f"[tool.tandem.image]: env key {key!r} must be a variable name (letters, digits, '_')")
+
+
+# In an env value, quotes, `$` and shell words are literal on every target (tests/env/test_parity.py
+# proves it); what a format reads as syntax with no escape that every reader honours is refused.
+ENV_VALUE_REFUSED = [
+    *("newline", "carriage return", "NUL", "unicode line separator", "tab", "backslash line continuation"),
+    *("backslash", "brace expansion", "non-ascii"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", ENV_VALUE_REFUSED)
+def test_an_env_value_a_format_cannot_carry_is_refused_in_one_line(shape):
+    value = "1" + INJECTIONS[shape]
+    with pytest.raises(UsageError) as err:
+        parse_settings({**VALID, "env": {"PYTHONUNBUFFERED": value}})
+    assert str(err.value) == (
+        "[tool.tandem.image]: env.PYTHONUNBUFFERED must be one line of printable ASCII with no backslash or "
+        f"brace and no space at either end; got {value!r}"
+    )
+
+
+@pytest.mark.parametrize("value", [" 1", "1 ", "1\t"])
+def test_an_env_value_with_space_at_an_end_is_refused(value):
+    with pytest.raises(UsageError, match="no space at either end"):
+        parse_settings({**VALID, "env": {"PYTHONUNBUFFERED": value}})
+
+
+@pytest.mark.parametrize("shape", sorted(set(INJECTIONS) - set(ENV_VALUE_REFUSED)))
+def test_other_env_values_are_taken_as_written(shape):
+    value = "1" + INJECTIONS[shape]
+    assert parse_settings({**VALID, "env": {"PYTHONUNBUFFERED": value}}).env["PYTHONUNBUFFERED"] == value
+
+
+@pytest.mark.parametrize("cpu", [float("inf"), float("nan")])
+def test_modal_cpu_is_a_finite_number(cpu):
+    with pytest.raises(UsageError, match="modal_cpu must be a positive number of CPU cores"):
+        parse_settings({**VALID, "modal_cpu": cpu})
+
+
+@pytest.mark.parametrize("path", ["/", "/app/", "//app", "/app/../etc", "/app/./x", "/a:b", "/.hidden"])
+def test_a_path_setting_is_a_plain_absolute_path(path):
+    with pytest.raises(UsageError, match="workdir must be an absolute path inside the image"):
+        parse_settings({**VALID, "workdir": path})

@@ -252,3 +252,30 @@ def test_sample_takes_a_run_name_or_a_path(existing_run, monkeypatch, tmp_path, 
     assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0.png", "1.png"]
     assert main([*base, "--run", "no-such-run"]) == 2
     assert f"no usable checkpoint in {run.parent / 'no-such-run'}/checkpoints" in capsys.readouterr().err
+
+
+def test_sample_out_in_a_missing_folder_is_refused_and_no_folder_made(tmp_path, capsys):
+    out = tmp_path / "nonexistent" / "dir" / "x.png"
+    assert main(["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tandem sample: error: cannot write {out}: there is no folder {out.parent}; create it first\n"
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_sample_from_a_read_only_run_is_one_line_before_sampling(existing_run, tmp_path, capsys):
+    from support import read_only_mount
+
+    run = Path(existing_run.run_dir)
+    files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with read_only_mount(tmp_path / "ro-run", files) as ro:
+        before = sorted(str(p) for p in ro.rglob("*"))
+        capsys.readouterr()
+        argv = ["sample", "--run", str(ro), "--samples-per-class", "1", "--sample-steps", "1", "--device", "cpu"]
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert sorted(str(p) for p in ro.rglob("*")) == before
+    folder = ro / "samples" if any(name.startswith("samples/") for name in files) else ro
+    assert captured.err == (
+        f"tandem sample: error: cannot write {ro / 'samples' / 'latest.png'}: {folder} is on a read-only file system\n"
+    )
+    assert "device:" not in captured.out  # refused before the model was moved or sampled

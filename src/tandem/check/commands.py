@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 from tandem.errors import UsageError
+from tandem.files import check_writable
+
+# A label names the fingerprint in reports and, by default, its file in <runs dir>/fingerprints/.
+LABEL = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,11 +39,18 @@ def check_command(args) -> int:
     from tandem.train.config import default_runs_dir
 
     label = args.label or ("image" if os.environ.get("TANDEM_ENV_DIGEST") else "local")
+    if not re.fullmatch(LABEL, label):
+        raise UsageError(
+            f"--label {label!r} is not a plain name (letters, digits, '.', '_', '-', not starting with '.'); "
+            "pick one such as 'docker', or write elsewhere with --out"
+        )
+    # The default place is made when missing; a folder named by --out must exist.
     out = Path(args.out or Path(default_runs_dir()) / "fingerprints" / f"{label}.json")
+    check_writable(out, parents=not args.out)  # before the minutes of collecting
     fingerprint = collect_fingerprint(label=label, gpu=not args.no_gpu)
     if fingerprint["environment"]["distributed"]["world_size"] > 1 and os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun every rank checks itself; global rank 0 writes the file
-    write_fingerprint(fingerprint, out)
+    write_fingerprint(fingerprint, out, parents=not args.out)
     print(summary(fingerprint, out))
     return 0
 
@@ -76,7 +88,7 @@ def summary(fingerprint: dict, path: Path) -> str:
 
 
 def compare_command(paths: list[str], show_all: bool = False) -> int:
-    from tandem.check.compare import compare_fingerprints, format_rows, shape_problem
+    from tandem.check.compare import compare_fingerprints, fingerprint_problem, format_rows
 
     if len(paths) < 2:
         raise UsageError("--compare needs at least two fingerprint files")
@@ -87,7 +99,7 @@ def compare_command(paths: list[str], show_all: bool = False) -> int:
         except (OSError, ValueError) as exc:  # ValueError: not JSON, or not text at all
             reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise UsageError(f"{path}: not a readable fingerprint ({reason}); write one with `tandem check`") from None
-        if problem := shape_problem(fingerprint):
+        if problem := fingerprint_problem(fingerprint):
             raise UsageError(f"{path}: not a tandem fingerprint ({problem}); write one with `tandem check`")
         fingerprints.append(fingerprint)
     labels = [fp.get("label") or Path(p).stem for fp, p in zip(fingerprints, paths, strict=True)]

@@ -19,6 +19,7 @@ from tandem.tables import format_table, shorten
 
 LOSS_RTOL = 1e-4
 MISSING = "-"
+SCHEMA = 1  # the fingerprint format tandem check writes and --compare reads; another one is refused
 
 
 # What compare_fingerprints reads, and its type: a file that does not have it is not a fingerprint.
@@ -29,6 +30,7 @@ _BEHAVIOUR = {
     "forward": {str: {"sha256": str, "abs_sum": float}},
 }
 SHAPE = {
+    "schema": int,
     "environment": {
         "python": str,
         "implementation": str,
@@ -46,6 +48,14 @@ SHAPE = {
     "cpu": _BEHAVIOUR,
     "gpu": (None, {"name": str, **_BEHAVIOUR}),
 }
+
+
+def fingerprint_problem(value) -> str | None:
+    """Why `value` is not a fingerprint this tandem can compare, or None."""
+    schema = value.get("schema") if isinstance(value, dict) else None
+    if type(schema) is int and schema != SCHEMA:  # before the shape: another schema may have another one
+        return f"schema {schema}, but this tandem reads schema {SCHEMA} only"
+    return shape_problem(value)
 
 
 def shape_problem(value, shape=SHAPE, where: str = "") -> str | None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from tandem.check.behaviour import collect_behaviour
+from tandem.check.compare import SCHEMA
 from tandem.check.environment import collect_environment
 from tandem.env.settings import Project, load_project
-
-SCHEMA = 1
+from tandem.files import write_text_atomic
 
 
 def collect_fingerprint(project: Project | None = None, label: str = "", gpu: bool = True) -> dict:
@@ -31,9 +31,7 @@ def collect_fingerprint(project: Project | None = None, label: str = "", gpu: bo
     return fingerprint
 
 
-def write_fingerprint(fingerprint: dict, path: str | Path) -> Path:
-    from tandem.env.render import write_atomic
-
+def write_fingerprint(fingerprint: dict, path: str | Path, *, parents: bool = False) -> Path:
     path = Path(path)
-    write_atomic(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", parents=parents)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tandem.env.dockerfile import UV_IMAGE
+from tandem.env.quoting import compose_string, env_file_value
 from tandem.env.settings import Project
 
 # service -> the tandem command it runs; extra words after `docker compose run SERVICE` are appended.
@@ -96,7 +97,6 @@ def _secrets() -> list[str]:
 def _image_and_service(project: Project) -> list[str]:
     """The build and the service settings every generated compose file shares (YAML anchors)."""
     s = project.settings
-    q = json.dumps
     return [
         "# Stand-in base images (no registry) and a proxy CA bundle come in through the environment:",
         "#   TANDEM_PYTHON_IMAGE, TANDEM_UV_IMAGE, TANDEM_CA_BUNDLE (a PEM file; used only while installing).",
@@ -106,8 +106,8 @@ def _image_and_service(project: Project) -> list[str]:
         "  dockerfile: docker/Dockerfile",
         "  target: runtime",
         "  args:",
-        f"    PYTHON_IMAGE: {q('${TANDEM_PYTHON_IMAGE:-' + s.base_ref + '}')}",
-        f"    UV_IMAGE: {q('${TANDEM_UV_IMAGE:-' + UV_IMAGE + ':' + s.uv_version + '}')}",
+        f"    PYTHON_IMAGE: {compose_string('${TANDEM_PYTHON_IMAGE:-%s}', s.base_ref)}",
+        f"    UV_IMAGE: {compose_string('${TANDEM_UV_IMAGE:-%s:%s}', UV_IMAGE, s.uv_version)}",
         "  secrets: [ca_bundle]",
         "",
         "x-service: &service",
@@ -118,20 +118,20 @@ def _image_and_service(project: Project) -> list[str]:
         "  stop_grace_period: 60s  # SIGTERM makes the trainers checkpoint before they exit",
         "  # Runs as the owner of ./runs and ./data: the image's user (1000) unless TANDEM_UID/TANDEM_GID",
         "  # (e.g. in .env) name yours; a uid without an account in the image gets HOME=/tmp for its caches.",
-        f"  user: {q('${TANDEM_UID:-' + str(IMAGE_UID) + '}:${TANDEM_GID:-' + str(IMAGE_UID) + '}')}",
+        f"  user: {compose_string('${TANDEM_UID:-%s}:${TANDEM_GID:-%s}', str(IMAGE_UID), str(IMAGE_UID))}",
         "  environment:",
         "    HOME: /tmp",
         "  # The same host directories local runs use (TANDEM_DATA_DIR / TANDEM_RUNS_DIR, else ./data and ./runs).",
         "  volumes:",
-        f"    - {q('${TANDEM_DATA_DIR:-./data}:' + s.data_dir)}",
-        f"    - {q('${TANDEM_RUNS_DIR:-./runs}:' + s.runs_dir)}",
+        f"    - {compose_string('${TANDEM_DATA_DIR:-./data}:%s', s.data_dir)}",
+        f"    - {compose_string('${TANDEM_RUNS_DIR:-./runs}:%s', s.runs_dir)}",
     ]
 
 
 def render_env_file(project: Project) -> str:
     """The settings' env block as KEY=VALUE lines, for running locally with what the images set (tox reads it)."""
     lines = [line for line in HEADER.splitlines()]
-    lines += [f"{key}={value}" for key, value in project.settings.runtime_env.items()]
+    lines += [f"{key}={env_file_value(value)}" for key, value in project.settings.runtime_env.items()]
     return "\n".join(lines) + "\n"
 
 

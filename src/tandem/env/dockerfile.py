@@ -7,6 +7,7 @@ What only Docker has is the layout: a builder stage that installs into a venv, a
 from __future__ import annotations
 
 from tandem.env.image_steps import AptInstall, Base, Env, Install, Source, Workdir, image_steps
+from tandem.env.quoting import dockerfile_word, shell_word
 from tandem.env.settings import Project
 
 UV_IMAGE = "ghcr.io/astral-sh/uv"
@@ -32,24 +33,33 @@ def render(project: Project) -> str:
         match step:
             case Base(image=image):
                 runtime.append("FROM ${PYTHON_IMAGE} AS runtime")
-                head = [f"ARG PYTHON_IMAGE={image}", f"ARG UV_IMAGE={UV_IMAGE}:{s.uv_version}", ""]
+                head = [
+                    f"ARG PYTHON_IMAGE={dockerfile_word(image)}",
+                    f"ARG UV_IMAGE={dockerfile_word(f'{UV_IMAGE}:{s.uv_version}')}",
+                    "",
+                ]
             case AptInstall(packages=packages):
                 runtime.append(
-                    "RUN apt-get update && apt-get install -y " + " ".join(packages) + " && rm -rf /var/lib/apt/lists/*"
+                    "RUN apt-get update && apt-get install -y "
+                    + " ".join(map(shell_word, packages))
+                    + " && rm -rf /var/lib/apt/lists/*"
                 )
             case Install():
                 builder = _builder_stage(step)
+                workdir, data, runs = map(shell_word, (s.workdir, s.data_dir, s.runs_dir))
                 runtime += [
                     f"RUN useradd --create-home --uid {UID} --user-group {USER} \\",
-                    f"    && mkdir -p {s.workdir} {s.data_dir} {s.runs_dir} \\",
-                    f"    && chown {USER}:{USER} {s.data_dir} {s.runs_dir}",
+                    f"    && mkdir -p {workdir} {data} {runs} \\",
+                    f"    && chown {USER}:{USER} {data} {runs}",
                     f"COPY --from=builder {VENV} {VENV}",
                     f"ENV VIRTUAL_ENV={VENV} PATH={VENV}/bin:$PATH",
                 ]
             case Env(values=values):
-                runtime.append("ENV " + " \\\n    ".join(f"{key}={_quote(value)}" for key, value in values.items()))
+                runtime.append(
+                    "ENV " + " \\\n    ".join(f"{key}={dockerfile_word(value)}" for key, value in values.items())
+                )
             case Workdir(path=path):
-                runtime += [f"WORKDIR {path}", f"USER {USER}"]
+                runtime += [f"WORKDIR {dockerfile_word(path)}", f"USER {USER}"]
             case Source(files=files, directory=directory):
                 runtime += [f"COPY {' '.join(files)} ./", f"COPY {directory} ./{directory}"]
     runtime.append('CMD ["python", "-m", "tandem", "train", "dit"]')
@@ -70,10 +80,3 @@ def _builder_stage(step: Install) -> list[str]:
         "    if [ -s /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi && \\",
         f"    uv pip install --python {VENV}/bin/python {' '.join(step.options)} --requirements /tmp/{step.lock}",
     ]
-
-
-def _quote(value: str) -> str:
-    if value and all(c.isalnum() or c in "._-/:,=+@" for c in value):
-        return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return f'"{escaped}"'

@@ -63,17 +63,20 @@ class _Stage:
     commands: list = field(default_factory=list)
 
 
-def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path) -> ImageFacts:
+def describe(
+    text: str, resolve: Callable[[str], Path | None], source_dir: Path, name: str = "the Dockerfile"
+) -> ImageFacts:
     """Facts of the image built from the last stage of `text`.
 
     `resolve` maps a COPY source (a build-context name) to the local file or folder it stands for;
-    `source_dir` is the project's src/ folder, to recognise where the source goes.
+    `source_dir` is the project's src/ folder, to recognise where the source goes. A Dockerfile that
+    cannot be read is a UsageError naming `name` and the line.
     """
-    stages = _stages(dockerfile.parse_string(text))
+    stages = _stages(_parse(text, name), name)
     final = stages[-1]
     by_alias = {s.alias: s for s in stages if s.alias}
-    name, _, digest = final.image.partition("@")
-    facts = ImageFacts(base_image=name, base_digest=digest)
+    image, _, digest = final.image.partition("@")
+    facts = ImageFacts(base_image=image, base_digest=digest)
     facts.python = python_of_image(final.image)
 
     reachable = _reachable(final, by_alias)
@@ -84,88 +87,122 @@ def describe(text: str, resolve: Callable[[str], Path | None], source_dir: Path)
         workdir = "/"
         stage_env: dict[str, str] = {}
         for index, cmd in enumerate(stage.commands):
-            if cmd.cmd == "WORKDIR":
-                workdir = posixpath.normpath(posixpath.join(workdir, cmd.value[0]))
-                if stage is final:
-                    facts.workdir = workdir
-            elif cmd.cmd == "COPY":
-                source_from = _flag(cmd, "from")
-                *sources, dest = cmd.value
-                dest = posixpath.normpath(posixpath.join(workdir, dest)) + ("/" if dest.endswith("/") else "")
-                if source_from is not None:
-                    origin = by_alias[source_from].image if source_from in by_alias else source_from
-                    if any(posixpath.basename(s) == "uv" for s in sources):
-                        facts.uv_version = origin.rsplit(":", 1)[-1]
-                    if stage is final and source_from in by_alias and _installs(by_alias[source_from]):
-                        deps_at = index
-                    continue
-                for src in sources:
-                    local = resolve(src)
-                    target = dest if not dest.endswith("/") else posixpath.join(dest, posixpath.basename(src))
-                    if local is not None and stage is final and local.exists():
-                        facts.shipped[target.rstrip("/")] = local
-                    if local is not None and local.resolve() == source_dir.resolve() and stage is final:
-                        if not local.is_dir():
-                            continue  # not there to copy: reported as missing, as on the Modal side
-                        facts.source_dir = target.rstrip("/")
-                        facts.source_after_deps = deps_at is not None and index > deps_at
-                    elif local is not None and local.is_file():
-                        copied_files[target] = local
-            elif cmd.cmd == "RUN":
-                script = " ".join(cmd.value)
-                for segment in re.split(r"&&|;|\|\|", script):
-                    words = _split(segment)
-                    if not words or words in HOUSEKEEPING or _is_ca_export(words):
-                        continue
-                    if _is_apt_install(words):
-                        rest = words[words.index("install") + 1 :]
-                        facts.apt_packages += [w for w in rest if w[0] != "-"]
-                        facts.apt_options += [w for w in rest if w[0] == "-"]
-                    elif _is_pip_install(words):
-                        files, packages, options, python = _pip_args(words)
-                        for path in files:
-                            local = copied_files.get(posixpath.join(workdir, path))
-                            facts.shipped.pop(posixpath.join(workdir, path), None)
-                            facts.lock_sha256.append(file_sha256(local) if local else f"unknown file {path}")
-                        facts.extra_installs += packages
-                        if files:  # the lock's install; any other is reported as an install outside it
-                            facts.install_options += options
-                            facts.install_python = python
-                            facts.install_env.update(stage_env)
-                        if stage is final:
-                            deps_at = index
-                    elif words[0] == "useradd" and "--create-home" in words:
-                        homes[words[-1]] = f"/home/{words[-1]}"
-                    elif not _makes_venv(words):
-                        facts.other_commands.append(shlex.join(words))
-            elif cmd.cmd == "ENV":
-                pairs = cmd.value
-                for key, value in zip(pairs[::2], pairs[1::2], strict=True):
-                    stage_env[key] = _unquote(value)
+            try:
+                if cmd.cmd == "WORKDIR":
+                    workdir = posixpath.normpath(posixpath.join(workdir, cmd.value[0]))
                     if stage is final:
-                        facts.env[key] = stage_env[key]
-            elif cmd.cmd == "USER" and stage is final:
-                facts.user = cmd.value[0]
+                        facts.workdir = workdir
+                elif cmd.cmd == "COPY":
+                    source_from = _flag(cmd, "from")
+                    sources, dest = cmd.value[:-1], cmd.value[-1]
+                    dest = posixpath.normpath(posixpath.join(workdir, dest)) + ("/" if dest.endswith("/") else "")
+                    if source_from is not None:
+                        origin = by_alias[source_from].image if source_from in by_alias else source_from
+                        if any(posixpath.basename(s) == "uv" for s in sources):
+                            facts.uv_version = origin.rsplit(":", 1)[-1]
+                        if stage is final and source_from in by_alias and _installs(by_alias[source_from]):
+                            deps_at = index
+                        continue
+                    for src in sources:
+                        local = resolve(src)
+                        target = dest if not dest.endswith("/") else posixpath.join(dest, posixpath.basename(src))
+                        if local is not None and stage is final and local.exists():
+                            facts.shipped[target.rstrip("/")] = local
+                        if local is not None and local.resolve() == source_dir.resolve() and stage is final:
+                            if not local.is_dir():
+                                continue  # not there to copy: reported as missing, as on the Modal side
+                            facts.source_dir = target.rstrip("/")
+                            facts.source_after_deps = deps_at is not None and index > deps_at
+                        elif local is not None and local.is_file():
+                            copied_files[target] = local
+                elif cmd.cmd == "RUN":
+                    script = " ".join(cmd.value)
+                    for segment in re.split(r"&&|;|\|\|", script):
+                        words = _split(segment)
+                        if not words or words in HOUSEKEEPING or _is_ca_export(words):
+                            continue
+                        if _is_apt_install(words):
+                            rest = words[words.index("install") + 1 :]
+                            facts.apt_packages += [w for w in rest if w[0] != "-"]
+                            facts.apt_options += [w for w in rest if w[0] == "-"]
+                        elif _is_pip_install(words):
+                            files, packages, options, python = _pip_args(words)
+                            for path in files:
+                                local = copied_files.get(posixpath.join(workdir, path))
+                                facts.shipped.pop(posixpath.join(workdir, path), None)
+                                facts.lock_sha256.append(file_sha256(local) if local else f"unknown file {path}")
+                            facts.extra_installs += packages
+                            if files:  # the lock's install; any other is reported as an install outside it
+                                facts.install_options += options
+                                facts.install_python = python
+                                facts.install_env.update(stage_env)
+                            if stage is final:
+                                deps_at = index
+                        elif words[0] == "useradd" and "--create-home" in words:
+                            homes[words[-1]] = f"/home/{words[-1]}"
+                        elif not _makes_venv(words):
+                            facts.other_commands.append(shlex.join(words))
+                elif cmd.cmd == "ENV":
+                    pairs = cmd.value
+                    for key, value in zip(pairs[::2], pairs[1::2], strict=True):
+                        stage_env[key] = _word(value)
+                        if stage is final:
+                            facts.env[key] = stage_env[key]
+                elif cmd.cmd == "USER" and stage is final:
+                    facts.user = cmd.value[0]
+            except (ValueError, IndexError, KeyError, OSError) as exc:  # edited past what a build accepts
+                raise _unreadable(name, cmd, exc) from None
     facts.home = homes.get(facts.user, "(no home)")
     return facts
 
 
-def _stages(commands) -> list[_Stage]:
+def _parse(text: str, name: str) -> tuple:
+    """BuildKit's parse of `text`; what it refuses is named with the first line it cannot get past."""
+    try:
+        return dockerfile.parse_string(text)
+    except dockerfile.GoParseError as exc:
+        if str(exc) == "file with no instructions":
+            raise UsageError(f"{name} holds no instructions; run `tandem render` to generate it") from None
+        lines = text.split("\n")
+        line = next((n for n in range(1, len(lines) + 1) if _refused("\n".join(lines[:n]))), len(lines))
+        raise UsageError(f"{name} line {line}: {exc}; fix the line, or run `tandem render` to generate it") from None
+
+
+def _refused(text: str) -> bool:
+    try:
+        dockerfile.parse_string(text)
+    except dockerfile.GoParseError as exc:
+        return str(exc) != "file with no instructions"
+    return False
+
+
+def _stages(commands, name: str) -> list[_Stage]:
     args: dict[str, str] = {}
     stages: list[_Stage] = []
     for cmd in commands:
-        if cmd.cmd == "ARG" and not stages:
-            name, _, default = cmd.value[0].partition("=")
-            args[name] = default
-        elif cmd.cmd == "FROM":
-            image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), cmd.value[0])
-            alias = cmd.value[2] if len(cmd.value) > 2 and cmd.value[1].upper() == "AS" else ""
-            stages.append(_Stage(image=image, alias=alias))
-        elif stages:
-            stages[-1].commands.append(cmd)
+        try:
+            if cmd.cmd == "ARG" and not stages:
+                key, _, default = cmd.value[0].partition("=")
+                args[key] = _word(default)
+            elif cmd.cmd == "FROM":
+                image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), cmd.value[0])
+                alias = cmd.value[2] if len(cmd.value) > 2 and cmd.value[1].upper() == "AS" else ""
+                stages.append(_Stage(image=image, alias=alias))
+            elif stages:
+                stages[-1].commands.append(cmd)
+        except (ValueError, IndexError) as exc:
+            raise _unreadable(name, cmd, exc) from None
     if not stages:
-        raise ValueError("no FROM instruction")
+        raise UsageError(f"{name} has no FROM instruction; run `tandem render` to generate it")
     return stages
+
+
+def _unreadable(name: str, cmd, exc: Exception) -> UsageError:
+    why = {IndexError: "an argument is missing", KeyError: f"no {exc} here"}.get(type(exc), str(exc))
+    return UsageError(
+        f"{name} line {cmd.start_line}: cannot read this {cmd.cmd} instruction ({why}); "
+        "fix the line, or run `tandem render` to generate it"
+    )
 
 
 def _reachable(final: _Stage, by_alias: dict[str, _Stage]) -> list[_Stage]:
@@ -258,9 +295,21 @@ def _pip_args(words: list[str]) -> tuple[list[str], list[str], list[str], str]:
     return files, packages, options, python
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", value[1:-1])
-    if value.startswith("'"):
-        return shlex.split(value)[0]
-    return value
+def _word(text: str) -> str:
+    """One word as BuildKit reads it in ENV and ARG: '...' literal; "..." with \\, " and $ escaped by a
+    backslash; elsewhere a backslash escapes any character. Variables stay as written ($PATH)."""
+    out: list[str] = []
+    quote, i = "", 0
+    while i < len(text):
+        c = text[i]
+        if quote == "'":
+            quote, c = ("", "") if c == "'" else (quote, c)
+        elif c == "\\" and i + 1 < len(text) and (not quote or text[i + 1] in '\\"$'):
+            i, c = i + 1, text[i + 1]
+        elif c in "'\"" and quote in ("", c):
+            quote, c = ("" if quote else c), ""
+        out.append(c)
+        i += 1
+    if quote:
+        raise ValueError(f"the {quote} quote opened in {text[:40]!r} is never closed")
+    return "".join(out)

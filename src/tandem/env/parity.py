@@ -107,15 +107,17 @@ def modal_dockerfile(layers: list[ModalLayer]) -> ModalDockerfile:
 
 
 def docker_facts(project: Project, text: str | None = None) -> ImageFacts:
+    path = project.dockerfile_path
     if text is None:
-        path = project.dockerfile_path
         try:
             text = path.read_text()
         except FileNotFoundError:
             raise UsageError(f"{path} not found: run `tandem render` to generate it") from None
         except UnicodeDecodeError:
             raise UsageError(f"{path} is not a text file: run `tandem render` to generate it again") from None
-    return describe(text, lambda name: project.root / name, project.root / SOURCE_DIR)
+        except OSError as exc:
+            raise UsageError(f"{path} cannot be read ({exc.strerror}); run `tandem render` to write it") from None
+    return describe(text, lambda name: project.root / name, project.root / SOURCE_DIR, name=str(path))
 
 
 def modal_facts(project: Project, image=None) -> ImageFacts:
@@ -124,7 +126,12 @@ def modal_facts(project: Project, image=None) -> ImageFacts:
         image = load_app_functions(project)[0].image
     layers = modal_layers(image, project.settings.modal_builder_version)
     twin = modal_dockerfile(layers)
-    facts = describe(twin.text, lambda name: twin.context.get(name.lstrip("/")), project.root / SOURCE_DIR)
+    facts = describe(
+        twin.text,
+        lambda name: twin.context.get(name.lstrip("/")),
+        project.root / SOURCE_DIR,
+        name="the Dockerfile Modal's builder gets",
+    )
     facts.add_python = ", ".join(layer.add_python for layer in layers if layer.add_python)
     # The source is mounted file by file when a container starts, after every build step.
     source = (project.root / SOURCE_DIR).resolve()
@@ -208,7 +215,10 @@ def _dockerignore(project: Project):
     from modal import FilePatternMatcher  # dockerignore semantics
 
     ignore_file = project.root / ".dockerignore"
-    lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
+    try:
+        lines = ignore_file.read_text().splitlines() if ignore_file.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        raise UsageError(f"{ignore_file} cannot be read as text; run `tandem render` to write it again") from None
     patterns = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return FilePatternMatcher(*patterns) if patterns else (lambda path: False)
 

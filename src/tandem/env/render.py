@@ -15,8 +15,7 @@ from tandem.env.compose import (
 from tandem.env.dockerfile import render
 from tandem.env.image_steps import render_dockerignore
 from tandem.env.settings import Project
-from tandem.errors import UsageError
-from tandem.files import write_text_atomic
+from tandem.files import check_writable, write_text_atomic
 
 
 def generated_files(project: Project) -> dict[Path, str]:
@@ -33,17 +32,10 @@ def generated_files(project: Project) -> dict[Path, str]:
 
 def write_generated(project: Project) -> list[Path]:
     files = generated_files(project)  # render everything first: a bad input writes nothing
-    for path in files:
-        for parent in reversed(path.relative_to(project.root).parents[:-1]):
-            if (project.root / parent).exists() and not (project.root / parent).is_dir():
-                raise UsageError(
-                    f"{project.root / parent} is a file, but tandem render writes {path.relative_to(project.root)} "
-                    "inside it; move the file away"
-                )
-        if path.is_dir():
-            raise UsageError(f"{path} is a directory, but tandem render writes a file there; move it away")
+    for path in files:  # and check every place first: a file or folder in the way writes nothing either
+        check_writable(path, parents=True)
     for path, text in files.items():
-        write_atomic(path, text)
+        write_text_atomic(path, text, parents=True)
     return list(files)
 
 
@@ -60,8 +52,3 @@ def staleness_diff(project: Project) -> str:
             tofile=f"{name} (tandem render)",
         )
     return "".join(chunks)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write then rename: a reader sees the old file or the new one, never half of one."""
-    write_text_atomic(path, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -62,6 +63,36 @@ _OPTIONAL = {
     "modal_memory": 16384,
     "threads": 4,
 }
+# The characters each text setting may hold (docs/parity.md lists them, with where each value lands).
+# Every value reaches docker/Dockerfile, compose.yaml, docker/image.env or the Modal image; none may hold
+# what reads as syntax in any of them: a line break or NUL ends an instruction or a line everywhere, and
+# shell, Dockerfile and Compose each give meaning to quotes, backslashes, `$`, braces and spaces.
+PATH_CHARS = r"(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)+"
+FIELD_CHARS = {
+    "python": (r"3\.[0-9]{1,3}", "a minor version such as '3.11'"),
+    "base_image": (
+        r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}",
+        "an image reference (letters, digits, '.', '_', '/', ':', '-') without a digest "
+        "(put the digest in base_image_digest)",
+    ),
+    "base_image_digest": (r"(?:sha256:[0-9a-f]{64})?", "empty or 'sha256:<64 hex digits>'"),
+    "uv_version": (r"[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}", "a version like '0.9.5'"),
+    "apt_packages": (r"[a-z0-9][a-z0-9+.-]{0,127}", "Debian package names (a-z, 0-9, '+', '.', '-')"),
+    "workdir": (PATH_CHARS, "an absolute path inside the image (folders of letters, digits, '.', '_', '-')"),
+    "data_dir": (PATH_CHARS, "an absolute path inside the image (folders of letters, digits, '.', '_', '-')"),
+    "runs_dir": (PATH_CHARS, "an absolute path inside the image (folders of letters, digits, '.', '_', '-')"),
+    "modal_gpu": (r"[A-Za-z0-9][A-Za-z0-9!+-]{0,31}", "a Modal GPU type such as 'H100'"),
+    "modal_builder_version": (
+        r"[0-9]{4}\.[0-9]{2}",
+        "a Modal image builder version such as '2026.10' (see `modal.Image` docs)",
+    ),
+    "modal_secrets": (r"[A-Za-z0-9_.-]{1,64}", "Modal Secret names (letters, digits, '-', '_', '.')"),
+}
+ENV_KEY_CHARS = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+# Printable ASCII but for backslash and braces (docker/image.env is read by tox, which takes `\` and
+# `{...}` as its own syntax and strips spaces at either end); quotes, `$` and the rest stay literal.
+ENV_VALUE_CHARS = r"(?:[!-\[\]-z|~](?:[ -\[\]-z|~]{0,4094}[!-\[\]-z|~])?)?"
+
 # Set from `threads` in every image and in local runs, so CPU kernels use the same thread count everywhere
 # (Modal would otherwise derive them from its CPU reservation; torch reads OMP_ and MKL_, numpy OPENBLAS_).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -203,42 +234,17 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
             name = "number" if isinstance(kind, tuple) else kind.__name__
             raise UsageError(f"{source}: {key} must be a {name}, got {values[key]!r}")
 
-    _check(re.fullmatch(r"3\.\d+", values["python"]), source, "python", "a minor version such as '3.11'")
-    _check(re.fullmatch(r"\d+\.\d+\.\d+", values["uv_version"]), source, "uv_version", "a version like '0.9.5'")
-    _check(
-        re.fullmatch(r"[\w./:-]+", values["base_image"]) and "@" not in values["base_image"],
-        source,
-        "base_image",
-        "an image reference without a digest (put the digest in base_image_digest)",
-    )
-    _check(
-        values["base_image_digest"] == "" or re.fullmatch(r"sha256:[0-9a-f]{64}", values["base_image_digest"]),
-        source,
-        "base_image_digest",
-        "empty or 'sha256:<64 hex digits>'",
-    )
+    for key, (chars, expected) in FIELD_CHARS.items():
+        for value in values[key] if isinstance(values[key], list) else [values[key]]:
+            if not (isinstance(value, str) and re.fullmatch(chars, value)):
+                raise UsageError(f"{source}: {key} must be {expected}; got {value!r}")
     tag = python_of_image(values["base_image"])
     if tag and tag != values["python"]:
         raise UsageError(
             f"{source}: base_image {values['base_image']!r} is Python {tag} but python is "
             f"{values['python']!r}; make them agree"
         )
-    _check(
-        re.fullmatch(r"\d{4}\.\d{2}", values["modal_builder_version"]),
-        source,
-        "modal_builder_version",
-        "a Modal image builder version such as '2026.10' (see `modal.Image` docs)",
-    )
-    for key in ("workdir", "data_dir", "runs_dir"):
-        _check(values[key].startswith("/"), source, key, "an absolute path inside the image")
-    for pkg in values["apt_packages"]:
-        _check(
-            isinstance(pkg, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", pkg),
-            source,
-            "apt_packages",
-            f"Debian package names (bad entry {pkg!r})",
-        )
-    _check(values["modal_cpu"] > 0, source, "modal_cpu", "a positive number of CPU cores, e.g. 4.0")
+    _check(0 < values["modal_cpu"] < math.inf, source, "modal_cpu", "a positive number of CPU cores, e.g. 4.0")
     _check(values["modal_memory"] > 0, source, "modal_memory", "a positive number of MiB, e.g. 16384")
     _check(values["threads"] >= 1, source, "threads", "a positive number of threads, e.g. 4")
     if values["threads"] > values["modal_cpu"]:
@@ -247,22 +253,21 @@ def parse_settings(block: dict, *, source: str = SECTION) -> ImageSettings:
             "reserved cores only contend; lower threads or raise modal_cpu"
         )
     secrets = values["modal_secrets"]
-    for name in secrets:
-        _check(
-            isinstance(name, str) and re.fullmatch(r"[\w.-]{1,64}", name),
-            source,
-            "modal_secrets",
-            f"Modal Secret names (letters, digits, '-', '_', '.'; bad entry {name!r})",
-        )
     for name in {n for n in secrets if secrets.count(n) > 1}:
         raise UsageError(f"{source}: modal_secrets names {name!r} twice; list each Secret once")
     env = values["env"]
     for key in set(env) & set(THREAD_VARS):
         raise UsageError(f"{source}: env.{key} is set from threads; remove it and set threads = N instead")
     for key, value in env.items():
-        _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key), source, f"env.{key}", "a valid variable name")
+        if not re.fullmatch(ENV_KEY_CHARS, key):
+            raise UsageError(f"{source}: env key {key!r} must be a variable name (letters, digits, '_')")
         if not isinstance(value, str):
             raise UsageError(f'{source}: env.{key} must be a string; quote it: {key} = "{value}"')
+        if not re.fullmatch(ENV_VALUE_CHARS, value):
+            raise UsageError(
+                f"{source}: env.{key} must be one line of printable ASCII with no backslash or brace and no "
+                f"space at either end; got {value!r}"
+            )
         if looks_like_secret(key):
             raise UsageError(
                 f"{source}: env.{key} looks like a secret; never bake secrets into an image: "

@@ -15,6 +15,7 @@ from pathlib import Path
 from tandem.choices import SOLVERS
 from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
+from tandem.files import check_writable
 from tandem.train.config import CONFIGS
 from tandem.train.flags import add_config_arguments, config_from_args, given_fields
 from tandem.train.launch import add_launch_arguments, launch_from_args
@@ -172,6 +173,8 @@ def sample_command(args: argparse.Namespace) -> int:
     cfg_scale = trained["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
     run_dir = path.parent.parent
     samples_dir = run_dir / "samples"
+    if not args.out:  # a read-only run is named now, before the sampling
+        check_writable(samples_dir / samples.LATEST, parents=True)
 
     png = samples.grid_layout(model_config.num_classes, per_class, model_config.image_size).size
     shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
@@ -192,7 +195,7 @@ def sample_command(args: argparse.Namespace) -> int:
     )
     if args.out:
         try:
-            out = samples.save_grid(images, per_class, args.out, **grid)
+            out = samples.save_grid(images, per_class, args.out, parents=False, **grid)
         except FileExistsError:
             raise UsageError(f"--out {args.out} appeared while sampling; pass a new --out") from None
     else:
@@ -216,6 +219,4 @@ def check_out(out: Path) -> None:
         raise UsageError(f"--out {out} is a directory; pass a file name such as {out / 'grid.png'}")
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: the grid is a PNG; pass a file name ending in .png")
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir():
-        raise UsageError(f"--out {out}: {parent} is not a directory; pass a path in a directory")
+    check_writable(out)  # in a folder that exists and takes files: none is made for it

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tandem.errors import UsageError
+from tandem.files import write_text_atomic
 
 LOGGERS = ("tensorboard", "wandb")
 AUTO, NONE = "auto", "none"
@@ -101,9 +102,8 @@ class WandB:
 
         # One W&B run per run directory: its id is kept there, so a resumed run continues the same one.
         id_file = run_dir / "wandb" / "run-id"
-        id_file.parent.mkdir(parents=True, exist_ok=True)
         run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(8)
-        id_file.write_text(run_id + "\n")
+        write_text_atomic(id_file, run_id + "\n", parents=True)
         self.run = wandb.init(
             project=project,
             name=run_dir.name,

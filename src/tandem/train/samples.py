@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from tandem.files import atomic_write, write_new
+from tandem.files import atomic_write
 from tandem.flow import sample
 from tandem.train.pixels import to_uint8
 
@@ -127,18 +127,16 @@ def save_grid(
     caption: str = "",
     replace: bool = True,
     latest: Path | None = None,
+    parents: bool = True,
 ) -> Path:
     """Write the grid as a PNG (atomically). replace=False: never over an existing file
-    (FileExistsError). `latest`: also copy it there, the newest grid's fixed name."""
+    (FileExistsError). `latest`: also copy it there, the newest grid's fixed name. parents: make the
+    folder when missing (a run's samples/); False for a path the user named."""
     path = Path(path)
     buffer = io.BytesIO()
     render_grid(images, per_class, class_names, caption).save(buffer, format="PNG")
     data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if replace:
-        atomic_write(path, lambda f: f.write(data))
-    else:
-        write_new(path, data)
+    atomic_write(path, lambda f: f.write(data), replace=replace, parents=parents)
     if latest is not None:
         atomic_write(latest, lambda f: f.write(data))
     return path
