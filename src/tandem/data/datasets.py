@@ -27,6 +27,16 @@ from tandem.data.published import LabelledImages
 from tandem.errors import UsageError
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
+# (C, H, W) of each dataset as loaded, before any resize: what settings are checked against before the
+# data is read (an imagefolder's images take the size they are given).
+SYNTHETIC_SHAPE = (3, 32, 32)
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
+    "digits": (1, 8, 8),
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "synthetic": SYNTHETIC_SHAPE,
+}
 
 SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
@@ -80,7 +90,7 @@ def load_dataset(
     *,
     image_size: int | None = None,
     folder: str | Path | None = None,
-    synthetic_shape: tuple[int, int, int] = (3, 32, 32),
+    synthetic_shape: tuple[int, int, int] = SYNTHETIC_SHAPE,
     synthetic_size: int = 2048,
     num_classes: int = 10,
     seed: int = 0,

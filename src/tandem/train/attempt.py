@@ -9,6 +9,10 @@ when to stop this time) and are never inherited. A run with no complete checkpoi
 keep, so continuing it starts it over. A run that has nothing left to train is refused unless the
 continuation makes it longer.
 
+The record must be what trained: config.json is checked against the config its checkpoint recorded, and
+a difference that no recorded change explains (a hand edit, a damaged file) is refused, naming each
+field. A missing or unreadable config.json is restored from the checkpoint, which carries the record too.
+
 `plan_attempt` only reads. It runs once per attempt, in the training process, under the run's lock
 (`claim_attempt`); every target hands the user's settings and the names of those given down to it.
 """
@@ -68,6 +72,7 @@ class Attempt:
     changes: dict[str, tuple] = field(default_factory=dict)  # field -> (recorded value, this attempt's value)
     note: str = ""  # one line saying what this attempt does
     state: dict | None = field(default=None, repr=False, compare=False)  # the loaded checkpoint
+    record: dict = field(default_factory=dict, repr=False)  # the record continued: config.json, or as restored
 
 
 def plan_attempt(
@@ -122,13 +127,20 @@ def plan_attempt(
         raise UsageError(
             f"checkpoint {checkpoint} is a {state.get('kind')} checkpoint; resume it with tandem train {state.get('kind')}"
         )
-    recorded = record["config"] if record else state.get("config") or {}
+    trained = state.get("config") or {}
+    restored = ""
+    if record is None:  # the checkpoint carries the record: its config, when the run started, its changes
+        record = {**(state.get("record") or {}), "kind": kind, "config": trained}
+        problem = "is unreadable or not a run's record" if run.config_path.exists() else "is missing"
+        restored = f"{run.config_path} {problem}: restored from {checkpoint.name}; "
+    recorded = _in_force(run, record, trained, checkpoint, given)
     resolved, changes = _merge(kind, recorded, config, given, start_over=False)
     step = state["step"]
     _check_length(kind, run, resolved, recorded, step, total_steps, changes)
     shown = "; ".join(f"{flag_name(k)} {show_value(a)} -> {show_value(b)}" for k, (a, b) in changes.items())
-    note = f"resuming {run.path} from {checkpoint.name}" + (f"; changed from step {step}: {shown}" if shown else "")
-    return Attempt(RESUME, resolved, run.path, checkpoint, step, changes, note, state)
+    note = f"{restored}resuming {run.path} from {checkpoint.name}"
+    note += f"; changed from step {step}: {shown}" if shown else ""
+    return Attempt(RESUME, resolved, run.path, checkpoint, step, changes, note, state, record)
 
 
 def claim_attempt(
@@ -139,16 +151,23 @@ def claim_attempt(
     the lock and removes a directory it made."""
     path = locate_run(kind, config)
     RunDir.check_location(path.parent, path.name)  # before the lock is made there
-    if not config.run_name and not config.resume:  # claim a fresh name: mkdir is atomic
-        while True:
-            try:
-                path.mkdir(parents=True)
-                break
-            except FileExistsError:
-                path = RunDir.new_path(config.runs_dir, kind, "")
     existed = path.is_dir()
-    lock = RunLock(path)
-    lock.acquire()
+    try:
+        if not config.run_name and not config.resume:  # claim a fresh name: mkdir is atomic
+            while True:
+                try:
+                    path.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    path = RunDir.new_path(config.runs_dir, kind, "")
+        lock = RunLock(path)
+        lock.acquire()
+    except OSError as exc:  # where no run can be made (/proc/x, a full or read-only disk): nothing to resume
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        raise UsageError(
+            f"--runs-dir {config.runs_dir}: cannot create the run {path} ({exc.strerror}); pass a writable --runs-dir"
+        ) from None
     try:  # again under the lock: another process may have written the run in between
         attempt = plan_attempt(kind, replace(config, run_name=path.name), given, report=report)
     except BaseException:
@@ -183,6 +202,46 @@ def locate_run(kind: str, config: TrainConfig) -> Path:
     return RunDir.new_path(config.runs_dir, kind, "")
 
 
+def _in_force(run: RunDir, record: dict, trained: dict, checkpoint: Path, given: Collection[str]) -> dict:
+    """The settings a continued run trains with: those its checkpoint trained with, and the changes
+    config.json records since (a change made by an attempt that stopped before its next checkpoint).
+    Any other difference between the two is refused, naming each field: the record must be what trains.
+    A changeable setting given again by its flag is not a difference: the flag changes it from the checkpoint's."""
+    recorded = record["config"]
+    last_change = {c.get("setting"): c.get("to") for c in record.get("changes") or [] if isinstance(c, dict)}
+    in_force, differing = dict(recorded), []
+    for name, value in trained.items():
+        if name in PER_ATTEMPT:
+            continue
+        if name in recorded and _same(recorded[name], value):
+            continue
+        if name in recorded and name in CHANGEABLE and name in last_change and _same(last_change[name], recorded[name]):
+            continue
+        in_force[name] = value
+        if name in recorded and not (name in CHANGEABLE and name in given):
+            differing.append(name)
+    if differing:
+        edited = ", ".join(f"{name} = {recorded[name]!r}" for name in differing)
+        kept = " ".join(flag_text(name, trained[name]) for name in differing)
+        fix = (
+            "put the checkpoint's values back in config.json (or delete it: --resume restores it from the "
+            "checkpoint), or start a new run with another --run-name"
+        )
+        if all(name in CHANGEABLE for name in differing):
+            wanted = " ".join(flag_text(name, recorded[name]) for name in differing)
+            fix += f"; a continued run changes them by their flags: --resume {wanted}"
+        raise UsageError(
+            f"--resume: {run.config_path} records {edited}, but checkpoint {checkpoint.name} trained with {kept} "
+            f"and no recorded change explains it; {fix}"
+        )
+    return in_force
+
+
+def _same(a, b) -> bool:
+    """Equal values of one type (1 and 1.0 are the same number; True is not 1)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
+
+
 def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, start_over: bool):
     """The run's recorded settings, with this attempt's given ones where they may change."""
     cls = CONFIGS[kind]
@@ -193,13 +252,15 @@ def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, s
         if f.name in PER_ATTEMPT or f.name not in recorded:
             values[f.name] = now
             continue
-        before = _recorded_value(recorded[f.name], types[f.name], f.name)
-        if f.name not in given or now == before:
-            values[f.name] = before
-        elif start_over or f.name in CHANGEABLE:
+        may_change = start_over or f.name in CHANGEABLE
+        if f.name in given and may_change and not _same(now, recorded[f.name]):
             values[f.name] = now
             if not start_over:
-                changes[f.name] = (before, now)
+                changes[f.name] = (recorded[f.name], now)
+            continue
+        before = _recorded_value(recorded[f.name], types[f.name], f.name, may_change)
+        if f.name not in given or now == before:
+            values[f.name] = before
         else:
             raise UsageError(
                 f"--resume: {flag_text(f.name, now)} differs from the run's recorded {flag_text(f.name, before)}; a "
@@ -210,14 +271,12 @@ def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, s
     return resolved, changes
 
 
-def _recorded_value(value, kind: type, name: str):
+def _recorded_value(value, kind: type, name: str, may_change: bool):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UsageError(
-            f"the run's config.json records {name} = {value!r}, not {TYPE_WORDS[kind]}; "
-            f"pass {flag_name(name)} to set it, or fix config.json"
-        )
+        fix = f"pass {flag_name(name)} to set it, or fix config.json" if may_change else "fix config.json"
+        raise UsageError(f"the run's config.json records {name} = {value!r}, not {TYPE_WORDS[kind]}; {fix}")
     return value
 
 

@@ -12,6 +12,7 @@ in flight (the next save waits for it), and a failed write is raised by the next
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -209,7 +210,7 @@ class CheckpointDir:
         but kept for a look: step_N.pt -> step_N.pt.unusable."""
         for later, path in self.existing():
             if later > step:
-                path.rename(path.with_name(path.name + ".unusable"))
+                set_aside(path)
 
     def latest_valid(self, report: Callable[[str], None] = print) -> tuple[Path, dict] | None:
         """The newest checkpoint that loads and checks out; each unusable newer one is reported by name."""
@@ -219,6 +220,16 @@ class CheckpointDir:
             except CheckpointError as exc:
                 report(f"checkpoint {path} is unusable ({exc}); falling back to the previous one")
         return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename `path` to <name>.unusable (-2, -3 ... when that is taken): out of the run's way, never
+    replacing what an earlier attempt set aside."""
+    for n in itertools.count(1):
+        aside = path.with_name(f"{path.name}.unusable" + (f"-{n}" if n > 1 else ""))
+        if not aside.exists():
+            path.rename(aside)
+            return aside
 
 
 # -----------------------------------------------------------------------------

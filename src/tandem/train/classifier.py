@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tandem.data import Augment, ImageData
 from tandem.errors import UsageError
 from tandem.models import build_classifier
-from tandem.train import distributed
+from tandem.train import distributed, memory
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
 from tandem.train.device import autocast
@@ -46,10 +46,24 @@ def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[n
         "image_size": image_size,
         "width": c.width or None,
     }
+    check_model_memory(c, model_config, data.train_images.device)
     model = build_classifier(**model_config).to(data.train_images.device)
     if c.whiten and hasattr(model, "init_whitening"):
         model.init_whitening(normalize(data.train_images[:5000], mean, std))
     return model, model_config
+
+
+def check_model_memory(c: ClassifierTrainConfig, model_config: dict, device: torch.device) -> None:
+    """The model and its training state (weights, gradients, the momentum buffer) must fit: refused
+    before the model is built. (The batches are gathered from the training set, already on the device.)"""
+    parameters = memory.count_parameters(lambda: build_classifier(**model_config))
+    copies = 3 if c.momentum else 2
+    memory.require_fits(
+        memory.training_bytes(parameters, copies, 0),
+        device,
+        f"the classifier of --arch {c.arch}{f' --width {c.width}' if c.width else ''} ({parameters:,} parameters)",
+        "pass a smaller --width",
+    )
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from tandem.files import check_writable
 from tandem.train.config import CONFIGS
 from tandem.train.flags import add_config_arguments, config_from_args, given_fields
 from tandem.train.launch import add_launch_arguments, launch_from_args
+from tandem.train.validate import SAMPLE_STEPS_MAX, check_cpu_threads, check_sample_steps, check_seed
 
 
 def register(subparsers) -> None:
@@ -52,14 +53,17 @@ def register(subparsers) -> None:
     source.add_argument("--checkpoint", metavar="PATH", help="a DiT checkpoint file")
     source.add_argument("--run", metavar="DIR", help="a DiT run directory: its latest valid checkpoint")
     sample.add_argument(
-        "--sample-steps", type=int, metavar="N", help="ODE solver steps (default: the run's --sample-steps)"
+        "--sample-steps",
+        type=int,
+        metavar="N",
+        help=f"ODE solver steps, 1 to {SAMPLE_STEPS_MAX} (default: the run's --sample-steps)",
     )
     sample.add_argument("--solver", choices=SOLVERS, help="ODE solver (default: the run's --solver)")
     sample.add_argument(
         "--cfg-scale", type=float, metavar="S", help="classifier-free guidance scale, >= 0 (default: the run's)"
     )
     sample.add_argument("--samples-per-class", type=int, default=8, metavar="N", help="grid columns")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling noise, 0 to 2**63 - 1")
     sample.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     sample.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     sample.add_argument(
@@ -67,7 +71,7 @@ def register(subparsers) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="torch threads when sampling on the CPU, as for training (0: one per core)",
+        help="torch threads when sampling on the CPU, as for training: at most the cores (0: one per core)",
     )
     sample.add_argument(
         "--out",
@@ -130,14 +134,14 @@ def sample_command(args: argparse.Namespace) -> int:
 
     if args.samples_per_class < 1:
         raise UsageError(f"--samples-per-class must be positive, got {args.samples_per_class}")
-    if args.sample_steps is not None and args.sample_steps < 1:
-        raise UsageError(f"--sample-steps must be positive, got {args.sample_steps}")
+    if args.sample_steps is not None:
+        check_sample_steps(args.sample_steps)
     if args.cfg_scale is not None and not (math.isfinite(args.cfg_scale) and args.cfg_scale >= 0):
         raise UsageError(
             f"--cfg-scale must be a finite number >= 0 (1: no guidance, 0: unconditional), got {args.cfg_scale}"
         )
-    if args.cpu_threads < 0:
-        raise UsageError(f"--cpu-threads must be 0 (one per core) or positive, got {args.cpu_threads}")
+    check_seed(args.seed)
+    check_cpu_threads(args.cpu_threads)
     if args.out:
         check_out(Path(args.out))
         if Path(args.out).exists():

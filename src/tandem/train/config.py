@@ -55,7 +55,9 @@ class TrainConfig:
     image_size: int = setting(0, help="resize images to this many pixels square; 0 keeps the dataset's size")
     # run directory and checkpoints
     runs_dir: str = setting(help="where run directories are created (env TANDEM_RUNS_DIR)", factory=default_runs_dir)
-    run_name: str = setting("", help="run directory name under --runs-dir; default <kind>-<timestamp>")
+    run_name: str = setting(
+        "", help="run directory name under --runs-dir, at most 100 characters; default <kind>-<timestamp>"
+    )
     resume: bool = setting(
         False,
         help="continue the --run-name run (else the newest run of this kind) from its latest complete checkpoint, "
@@ -91,13 +93,13 @@ class TrainConfig:
     lr_schedule: str = setting("cosine", help="learning-rate decay after warmup", choices=LR_SCHEDULES)
     grad_clip: float = setting(1.0, help="clip the gradient norm to this value (0: no clipping)")
     # execution
-    seed: int = setting(0, help="seed for initialisation, data order, augmentation and noise")
+    seed: int = setting(0, help="seed for initialisation, data order, augmentation and noise: 0 to 2**63 - 1")
     device: str = setting("auto", help="auto (CUDA, then Apple MPS, then CPU), cuda, cuda:N, mps or cpu")
     deterministic: bool = setting(False, help="deterministic kernels (bitwise-reproducible on CPU, slower on GPU)")
     cpu_threads: int = setting(
         1,
-        help="torch threads when training on the CPU: small models such as the digits defaults run fastest "
-        "on one, and a shared machine stays usable; 0: one per core (torch's default)",
+        help="torch threads when training on the CPU, at most the cores: small models such as the digits "
+        "defaults run fastest on one, and a shared machine stays usable; 0: one per core (torch's default)",
     )
     amp: bool = setting(True, help="bf16 autocast on CUDA (ignored on other devices)")
     compile: bool | None = setting(
@@ -122,7 +124,9 @@ class ClassifierTrainConfig(TrainConfig):
     grad_clip: float = default("grad_clip", 0.0)
     checkpoint_every: int = default("checkpoint_every", 200)
     label_smoothing: float = setting(0.2, help="label smoothing of the cross-entropy loss")
-    translate: int = setting(1, help="random-translate augmentation by up to this many pixels")
+    translate: int = setting(
+        1, help="random-translate augmentation by up to this many pixels, fewer than the image size"
+    )
     whiten: bool = setting(True, help="airbench only: initialise the stem to whiten 2x2 patches of the data")
     tta: bool = setting(True, help="average predictions over horizontal flips at evaluation, if the data flips")
 
@@ -132,7 +136,11 @@ class DiTTrainConfig(TrainConfig):
     """Class-conditional DiT trained by flow matching, sampled with an ODE solver from its EMA weights."""
 
     size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL (depth, width and heads of a preset)")
-    depth: int = setting(0, help="transformer blocks; 0: the --size preset's")
+    depth: int = setting(
+        0,
+        help="transformer blocks; 0: the --size preset's. The model, its training state and a batch's "
+        "activations must fit the device's memory (estimated, and refused before anything is written)",
+    )
     width: int = setting(0, help="hidden size of the transformer, a multiple of 4 and of --heads; 0: the preset's")
     heads: int = setting(0, help="attention heads, dividing the width; 0: the preset's")
     patch_size: int = setting(4, help="patch size in pixels; must divide the image size")
@@ -157,7 +165,7 @@ class DiTTrainConfig(TrainConfig):
         "costs about as much as 20 training steps",
     )
     samples_per_class: int = setting(8, help="columns of the sample grid (one row per class)")
-    sample_steps: int = setting(16, help="ODE solver steps when sampling")
+    sample_steps: int = setting(16, help="ODE solver steps when sampling, 1 to 1000")
     solver: str = setting("heun", help="ODE solver for sampling", choices=SOLVERS)
     cfg_scale: float = setting(1.5, help="classifier-free guidance scale (1: no guidance)")
     classifier_checkpoint: str = setting(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -12,6 +13,7 @@ import torch.nn as nn
 from tandem.data import Augment, ImageData
 from tandem.flow import flow_matching_loss
 from tandem.models import DiTConfig, build_dit
+from tandem.models.dit import DiTBlock
 from tandem.models.ema import EMA
 from tandem.train import distributed, memory
 from tandem.train.batches import BatchPlan
@@ -122,6 +124,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     check_patch_size(image_shape[-1], c.patch_size)  # the dataset's own size, when no --image-size
     model_config = model_config_of(c, data)
     check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
+    check_model_memory(c, model_config, c.batch_size // s.layout.world_size, device)
     model = build_dit(model_config).to(device)
 
     def load_classifier() -> SampleClassifier | None:  # rank 0 evaluates; other nodes need not have the file
@@ -145,6 +148,9 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             "class_names": data.class_names,
         }
 
+    def grid(step: int) -> Path:
+        return s.run.dir.samples_dir / f"step_{step:07d}.png"
+
     def save_samples(step: int):
         """A grid from the EMA weights, rank 0 only (no collectives inside)."""
         if not s.is_main:
@@ -156,12 +162,17 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         return save_grid(
             images,
             c.samples_per_class,
-            s.run.dir.samples_dir / f"step_{step:07d}.png",
+            grid(step),
             class_names=data.class_names,
             caption=caption(s.run.dir.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
             latest=s.run.dir.samples_dir / LATEST,
         )
 
+    start = s.run.start_step
+    if resume is not None and c.sample_every and start % c.sample_every == 0 and start < c.steps:
+        if s.is_main and not grid(start).exists():  # the last attempt ended while drawing it, after its checkpoint
+            s.print(f"{grid(start)} is missing: drawing it from the checkpoint's EMA weights")
+            save_samples(start)
     s.print(
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
         f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
@@ -183,6 +194,29 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         if classifier is not None:
             metrics = evaluate(s, c, ema.module, classifier)
     return s.run.finish("completed", step, metrics, artifacts, model, timing)
+
+
+# What a DiT's training holds per parameter: weights, gradients, AdamW's two moments, and the EMA.
+DIT_COPIES = 5
+
+
+def check_model_memory(c: DiTTrainConfig, model_config: DiTConfig, batch: int, device) -> None:
+    """The model, its training state and the activations of one batch (`batch` per device) must fit:
+    refused here, before the model is built (a deep or wide one takes minutes to build, or cannot be)."""
+    depth, width, heads = model_config.shape
+    # Counted on the meta device, one block and the rest: building every block would take as long as the model
+    one_block = memory.count_parameters(lambda: build_dit(dataclasses.replace(model_config, depth=1)))
+    block = memory.count_parameters(lambda: DiTBlock(width, heads, model_config.mlp_ratio))
+    parameters = one_block + (depth - 1) * block
+    tokens = (model_config.image_size // model_config.patch_size) ** 2
+    activations = depth * batch * tokens * width  # at least the residual stream each block keeps for backward
+    memory.require_fits(
+        memory.training_bytes(parameters, DIT_COPIES, activations),
+        device,
+        f"the DiT of --depth {depth} --width {width} --heads {heads} ({parameters:,} parameters; --patch-size "
+        f"{model_config.patch_size}, --batch-size {c.batch_size})",
+        "pass a smaller --depth, --width or --batch-size",
+    )
 
 
 def check_sample_memory(c: DiTTrainConfig, num_classes: int, image_shape, test_size: int, device) -> None:

@@ -7,6 +7,7 @@ that passes may still be too large, and then fails as it always would.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -44,6 +45,19 @@ def image_size_bytes(image_size: int, batch_size: int, patch_size: int = 0) -> i
         tokens = (image_size // patch_size) ** 2
         needed = max(needed, batch_size * tokens * tokens * 4)
     return needed
+
+
+def count_parameters(build: Callable[[], torch.nn.Module]) -> int:
+    """The parameters of the module build() makes, built on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        module = build()
+    return sum(p.numel() for p in module.parameters())
+
+
+def training_bytes(parameters: int, copies: int, activations: int) -> int:
+    """float32 parameters held `copies` times (weights, gradients, optimizer state, EMA) and the
+    `activations` floats the backward pass keeps."""
+    return 4 * (parameters * copies + activations)
 
 
 def grid_bytes(images: int, image_shape: tuple[int, int, int], png_pixels: int) -> int:

@@ -9,6 +9,8 @@ runs/<run>/loss_curve.png     training loss (and test accuracy), learning rate a
 runs/<run>/samples/           DiT sample grids, step_<N>.png, and latest.png a copy of the newest
 runs/<run>/result.json        how the last attempt ended (completed, stopped, diverged), as every rank saw
                               it: what a supervisor reads, never an exit code alone
+runs/<run>/*.unusable         set aside, never deleted: checkpoints that failed their checks (in
+                              checkpoints/), and the metrics and grids of an attempt started over
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from pathlib import Path
 import torch
 
 from tandem.errors import UsageError
-from tandem.files import atomic_write
-from tandem.train.checkpoint import CheckpointDir, identity_digest
+from tandem.files import atomic_write, remove_stale_temporaries
+from tandem.train.checkpoint import CheckpointDir, identity_digest, set_aside
 from tandem.train.config import default_runs_dir
 from tandem.train.launch import DEFAULT_PORT, Launch
 from tandem.train.validate import check_run_name
@@ -180,6 +182,19 @@ class RunDir:
     def log(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def set_aside_history(self) -> list[Path]:
+        """A run started over: the earlier attempt's metrics and grids are renamed out of its way (as its
+        unusable checkpoints are), never deleted. Returns their new names."""
+        return [set_aside(path) for path in (self.metrics_path, self.samples_dir) if path.exists()]
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporaries of the run's files, grids and checkpoints left by a process killed mid-write; those
+        of a process still writing (a `tandem sample` in samples/) are left alone."""
+        self.checkpoints.remove_temporaries()
+        for directory in (self.path, self.samples_dir):
+            for tmp in directory.glob(".*.*.tmp") if directory.is_dir() else ():
+                remove_stale_temporaries(directory / tmp.name[1:].rsplit(".", 2)[0])
 
     def rewind_metrics(self, step: int, records: list[dict] | None = None) -> None:
         """On resume: drop records logged after the checkpoint we resume from; they will be redone."""

@@ -24,7 +24,7 @@ import torch
 
 from tandem.errors import UsageError
 from tandem.train import distributed
-from tandem.train.attempt import RESUME, START, Attempt, check_total_steps, claim_attempt, recorded_changes
+from tandem.train.attempt import RESUME, START, START_OVER, Attempt, check_total_steps, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest
 from tandem.train.config import CONFIGS, TrainConfig, config_from_dict
 from tandem.train.loggers import Loggers
@@ -52,6 +52,7 @@ class RunWriter:
         self.last_checkpoint: Path | None = None
         self.start_step = 0
         self.identity: dict = {}
+        self.record: dict = {}  # when the run started and the changes made to it, as config.json holds them
         self.begun = False
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
@@ -112,12 +113,19 @@ class RunWriter:
         if self.is_main:
             run, attempt = self.dir, self.attempt
             records = run.read_metrics(report=self.report)  # reported before anything is rewritten
-            previous = run.read_record() or {}
+            previous = attempt.record  # config.json, or its copy in the checkpoint when that was lost
             run.create()
             run.forget_result()
-            if attempt.action != START:
+            if attempt.action == START_OVER:  # nothing trained to keep, but its history is kept for a look
+                kept = run.set_aside_history()
+                if kept:
+                    self.report(
+                        f"the earlier attempt's metrics and grids are kept as {', '.join(p.name for p in kept)}"
+                    )
+            elif attempt.action == RESUME:
                 run.rewind_metrics(self.start_step, records=records)
-                run.checkpoints.remove_temporaries()
+            if attempt.action != START:
+                run.remove_stale_temporaries()
                 run.checkpoints.set_aside_after(self.start_step)
             resolved = run_record(
                 self.kind,
@@ -131,6 +139,7 @@ class RunWriter:
                 previous=previous,
             )
             run.write_config(resolved)
+            self.record = {"started": resolved["started"], "changes": resolved["changes"]}
             if self.state is not None:
                 run.log({"step": self.start_step, "resumed_from": self.resumed_from.name})  # marks the loss curve
             self.loggers = Loggers.open(config.loggers, run.path, config.wandb_project, resolved, self.start_step)
@@ -163,6 +172,7 @@ class RunWriter:
                 "identity_digest": identity_digest(self.identity),
                 "world_size": self.layout.world_size,
                 "nodes": self.layout.nodes,
+                "record": self.record,  # config.json's history, to restore it should it be lost
                 "rng": rng,
                 **training_state,
             }

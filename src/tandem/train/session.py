@@ -25,7 +25,7 @@ from tandem.train.config import TrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
 from tandem.train.flags import flag_text
 from tandem.train.run_writer import RunWriter
-from tandem.train.validate import validate
+from tandem.train.validate import check_cpu_threads, validate
 
 
 class Session:
@@ -57,6 +57,7 @@ class Session:
                 f"--batch-size {c.batch_size} does not split evenly over {self.layout.world_size} ranks; "
                 "pick a multiple of the number of processes"
             )
+        check_cpu_threads(c.cpu_threads)  # here: the machine that trains, which a launcher may not be
         configure_determinism(c.deterministic)
         if self.device.type == "cpu" and c.cpu_threads:
             torch.set_num_threads(c.cpu_threads)

@@ -30,7 +30,7 @@ def validate(config: TrainConfig) -> None:
         value = getattr(c, f.name)
         if types[f.name] is float:
             _require(math.isfinite(value), f"{flag_name(f.name)} must be a finite number, got {value}")
-    _require(0 <= c.seed < 2**63, f"--seed must be between 0 and 2**63 - 1, got {c.seed}")
+    check_seed(c.seed)
     _require(c.dataset in DATASETS, f"--dataset {c.dataset!r} is unknown; pick one of: {', '.join(DATASETS)}")
     _require(c.image_size >= 0, f"--image-size must be 0 (native) or positive, got {c.image_size}")
     _require(c.batch_size >= 0, f"--batch-size must be positive (0: the device's default), got {c.batch_size}")
@@ -67,6 +67,7 @@ def validate(config: TrainConfig) -> None:
         _require(c.momentum >= 0, f"--momentum must be >= 0, got {c.momentum}")
         _require(0 <= c.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
         _require(c.translate >= 0, f"--translate must be >= 0, got {c.translate}")
+        check_translate(c)
     if isinstance(c, DiTTrainConfig):
         from tandem.models import DIT_SIZES
 
@@ -88,7 +89,7 @@ def validate(config: TrainConfig) -> None:
         _require(0 <= c.ema_decay <= 1, f"--ema-decay must be in [0, 1], got {c.ema_decay}")
         _require(c.sample_every >= 0, f"--sample-every must be >= 0, got {c.sample_every}")
         _require(c.samples_per_class > 0, f"--samples-per-class must be positive, got {c.samples_per_class}")
-        _require(c.sample_steps > 0, f"--sample-steps must be positive, got {c.sample_steps}")
+        check_sample_steps(c.sample_steps)
         _require(c.cfg_scale >= 0, f"--cfg-scale must be >= 0 (1: no guidance, 0: unconditional), got {c.cfg_scale}")
         _require(c.solver in SOLVERS, f"--solver must be one of {', '.join(SOLVERS)}")
         _require(
@@ -113,6 +114,10 @@ def check_patch_size(image_size: int, patch_size: int) -> None:
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# The documented ranges of the settings that are bounded by a number rather than by the device's memory.
+RUN_NAME_MAX = 100  # characters: well inside a file name's 255 bytes, with room for what is named after it
+SEED_MAX = 2**63 - 1  # torch's generators take a signed 64-bit seed
+SAMPLE_STEPS_MAX = 1000  # ODE solver steps: grids stop improving long before (16 is the default)
 
 
 def check_run_name(run_name: str) -> None:
@@ -122,3 +127,46 @@ def check_run_name(run_name: str) -> None:
             f"--run-name {run_name!r} is not a plain directory name; use letters, digits and . _ + - "
             "(starting with a letter or digit), and --runs-dir for where it goes"
         )
+    _require(
+        len(run_name) <= RUN_NAME_MAX,
+        f"--run-name is {len(run_name)} characters long; use at most {RUN_NAME_MAX}",
+    )
+
+
+def check_seed(seed: int) -> None:
+    _require(0 <= seed <= SEED_MAX, f"--seed must be between 0 and 2**63 - 1, got {seed}")
+
+
+def check_sample_steps(steps: int) -> None:
+    _require(
+        1 <= steps <= SAMPLE_STEPS_MAX,
+        f"--sample-steps must be between 1 and {SAMPLE_STEPS_MAX}, got {steps}",
+    )
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, which containers narrow), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_cpu_threads(threads: int) -> None:
+    """Checked on the machine that runs (not where a remote run is launched from): more threads than
+    cores only slows torch down, and far more fails inside it."""
+    _require(
+        0 <= threads <= cores(),
+        f"--cpu-threads must be between 0 (one per core) and the {cores()} cores here, got {threads}",
+    )
+
+
+def check_translate(c: ClassifierTrainConfig) -> None:
+    """Translation pads by reflection, which needs fewer pixels of padding than the image has."""
+    from tandem.data.datasets import IMAGE_SHAPES
+
+    size = c.image_size or IMAGE_SHAPES.get(c.dataset, (0, 0, 0))[-1]
+    source = f"--image-size {c.image_size}" if c.image_size else f"the {size}x{size} images of {c.dataset}"
+    _require(
+        not size or c.translate < size,
+        f"--translate {c.translate} must be smaller than the image size ({source}); pass --translate {size - 1} or less",
+    )
