@@ -37,8 +37,15 @@ def two_nodes(config) -> list[subprocess.Popen]:
     return [start(config, "--nodes", "2", "--node-rank", str(r), "--master-addr", master) for r in (0, 1)]
 
 
-def finish(procs: list[subprocess.Popen]) -> list[str]:
-    outs = [p.communicate(timeout=300)[0] for p in procs]
+def finish(procs: list[subprocess.Popen], timeout: float = 240) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for p in procs:  # past the deadline: every node's tree ends, and its output tells why
+        if p.poll() is None:
+            ProcessTree(p.pid).kill()
+    outs = [p.communicate()[0] for p in procs]
+    assert time.monotonic() < deadline, "a node hung:\n" + "\n-----\n".join(outs)
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
     return outs
