@@ -153,6 +153,7 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()
 
     out = tmp_path / "elsewhere" / "grid.png"
+    out.parent.mkdir()  # --out never makes a folder
     checkpoint_path = run / "checkpoints" / "step_0000002.pt"
     argv = ["sample", "--checkpoint", str(checkpoint_path), "--solver", "heun", "--cfg-scale", "1", "--no-ema"]
     assert main([*argv, "--samples-per-class", "1", "--out", str(out), "--device", "cpu"]) == 0

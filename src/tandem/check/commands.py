@@ -19,10 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     text = "Write this environment's behaviour fingerprint (JSON), or compare fingerprints with --compare."
     parser = subparsers.add_parser("check", help=text, description=text)
     parser.add_argument(
-        "--label", default="", help="name of this environment in reports (default: local, or image inside one)"
+        "--label",
+        default="",
+        help="name of this environment in reports and of its file: letters, digits, '.', '_', '-' "
+        "(default: local, or image inside one)",
     )
     parser.add_argument(
-        "--out", default="", help="where to write the JSON (default: <runs dir>/fingerprints/<label>.json)"
+        "--out",
+        default="",
+        help="where to write the JSON, in a folder that exists (default: <runs dir>/fingerprints/<label>.json)",
     )
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU section even when a GPU is present")
     parser.add_argument(

@@ -76,7 +76,7 @@ def register(subparsers) -> None:
     sample.add_argument(
         "--out",
         metavar="PNG",
-        help="output file, which must not exist (default: a new file in <run>/samples/ named after step, "
+        help="output file, new, in a folder that exists (default: a new file in <run>/samples/ named after step, "
         "solver, steps, cfg scale and seed; <run>/samples/latest.png becomes a copy of it)",
     )
     sample.set_defaults(func=sample_command)
