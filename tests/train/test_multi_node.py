@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from modal_app.supervisor import ProcessTree
 from support import free_port, wait_for
 from tandem.train import checkpoint
+from tandem.train.config import DiTTrainConfig
 from tandem.train.flags import config_to_argv
 
 pytestmark = pytest.mark.training
@@ -60,22 +62,26 @@ def final_state(run) -> dict:
     return {key: state[key] for key in KEPT}
 
 
+# The settings of every run here: tiny, CPU, deterministic, a checkpoint every 4 steps.
+RUN = dict(patch_size=4, batch_size=16, steps=STEPS, warmup_steps=2, log_every=1, checkpoint_every=4,
+           sample_every=0, samples_per_class=2, sample_steps=2, solver="euler", device="cpu", deterministic=True)  # fmt: skip
+
+
+def config_for(root: Path, name: str, **overrides) -> DiTTrainConfig:
+    return DiTTrainConfig(**{**RUN, "runs_dir": str(root / "runs"), "data_dir": str(root / "data"),
+                             "run_name": name, **overrides})  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def one_node_of_two(tmp_path_factory):
     """The reference: one node, two ranks (`--gpus 2`)."""
-    from train.conftest import FAST_DIT
-
-    from tandem.train.config import DiTTrainConfig
-
     root = tmp_path_factory.mktemp("reference")
-    config = DiTTrainConfig(**{**FAST_DIT, "runs_dir": str(root / "runs"), "data_dir": str(root / "data"),
-                               "run_name": "one", "steps": STEPS, "checkpoint_every": 4, "batch_size": 16})  # fmt: skip
-    finish([start(config, "--gpus", "2")])
+    finish([start(config_for(root, "one"), "--gpus", "2")])
     return root / "runs" / "one"
 
 
 def small(dit_config, name: str):
-    return dit_config(run_name=name, steps=STEPS, checkpoint_every=4, batch_size=16)
+    return config_for(Path(dit_config().runs_dir).parent, name)
 
 
 def test_two_nodes_of_one_rank_train_bitwise_as_one_node_of_two(dit_config, runs_dir, one_node_of_two, states_equal):
