@@ -231,7 +231,7 @@ def test_sample_help_shows_each_default_once(capsys):
         main(["sample", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
-    assert "--sample-steps N ODE solver steps (default: the run's --sample-steps)" in text
+    assert "--sample-steps N ODE solver steps, 1 to 1000 (default: the run's --sample-steps)" in text
     assert "--samples-per-class N grid columns (default: 8)" in text
 
 
