@@ -80,12 +80,8 @@ def one_node_of_two(tmp_path_factory):
     return root / "runs" / "one"
 
 
-def small(dit_config, name: str):
-    return config_for(Path(dit_config().runs_dir).parent, name)
-
-
-def test_two_nodes_of_one_rank_train_bitwise_as_one_node_of_two(dit_config, runs_dir, one_node_of_two, states_equal):
-    outs = finish(two_nodes(small(dit_config, "two")))
+def test_two_nodes_of_one_rank_train_bitwise_as_one_node_of_two(tmp_path, runs_dir, one_node_of_two, states_equal):
+    outs = finish(two_nodes(config_for(tmp_path, "two")))
     assert [p.name for p in runs_dir.iterdir()] == ["two"]  # one run, one writer
     run = runs_dir / "two"
     assert losses(run) == losses(one_node_of_two)
@@ -98,9 +94,9 @@ def test_two_nodes_of_one_rank_train_bitwise_as_one_node_of_two(dit_config, runs
 
 
 def test_a_node_lost_mid_run_ends_the_attempt_and_both_resume_bitwise(
-    dit_config, runs_dir, one_node_of_two, states_equal
+    tmp_path, runs_dir, one_node_of_two, states_equal
 ):
-    config = small(dit_config, "lost")
+    config = config_for(tmp_path, "lost")
     node0, node1 = two_nodes(config)
     trees = [ProcessTree(node0.pid), ProcessTree(node1.pid)]
     checkpoints = checkpoint.CheckpointDir(runs_dir / "lost" / "checkpoints")
@@ -126,11 +122,11 @@ def test_a_node_lost_mid_run_ends_the_attempt_and_both_resume_bitwise(
 
 
 def test_a_two_node_checkpoint_resumes_exactly_on_one_node_of_two_ranks(
-    dit_config, runs_dir, one_node_of_two, states_equal
+    tmp_path, runs_dir, one_node_of_two, states_equal
 ):
     """The random streams belong to global ranks: the same number of ranks on another layout continues
     bitwise (a lost node's work moved onto one machine)."""
-    config = small(dit_config, "moved")
+    config = config_for(tmp_path, "moved")
     finish(two_nodes(config.__class__(**{**config.__dict__, "stop_after": 4})))
     (out,) = finish([start(config.__class__(**{**config.__dict__, "resume": True}), "--gpus", "2")])
     assert "resuming step_0000004.pt" in out and "random streams restart" not in out

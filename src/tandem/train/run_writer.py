@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from tandem.errors import UsageError
 from tandem.train import distributed
 from tandem.train.attempt import RESUME, START, START_OVER, Attempt, check_total_steps, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest
@@ -62,18 +61,13 @@ class RunWriter:
     def claim(self, config: TrainConfig, given: Collection[str] | None = None) -> TrainConfig:
         """Rank 0 takes the run's lock and plans this attempt under it, once; every rank gets the config it
         trains and reads the same checkpoint. UsageError, on every rank, when the attempt must not run."""
-        plan, problem = None, None
-        if self.is_main:
-            try:
-                self.attempt, self.lock = claim_attempt(self.kind, config, given, report=self.report)
-                a = self.attempt
-                plan = (str(a.run_dir), str(a.checkpoint) if a.checkpoint else None, dataclasses.asdict(a.config))
-            except UsageError as exc:
-                problem = str(exc)
-        problem, plan = distributed.gather((problem, plan))[0]
-        if problem:
-            raise UsageError(problem)
-        run_dir, checkpoint, values = plan
+
+        def make_plan() -> tuple:
+            self.attempt, self.lock = claim_attempt(self.kind, config, given, report=self.report)
+            a = self.attempt
+            return str(a.run_dir), str(a.checkpoint) if a.checkpoint else None, dataclasses.asdict(a.config)
+
+        run_dir, checkpoint, values = distributed.from_main(distributed.first_where(self.is_main, make_plan))
         self.config = self.attempt.config if self.attempt else config_from_dict(CONFIGS[self.kind], values)
         self.dir = RunDir(Path(run_dir), self.config.keep_checkpoints)
         if checkpoint:  # rank 0 read it; the other ranks, on this node or another, get it from rank 0
@@ -97,18 +91,14 @@ class RunWriter:
         """The last check (the checkpoint's model must be this one, the run not past `total_steps`), then
         the run's files: config.json with `config` as trained, the loggers. Returns the checkpoint's state."""
         self.identity, self.config = identity, config
-        problem = None
-        if self.is_main:
-            try:
-                if self.state is not None:
-                    check_identity(self.resumed_from, self.state["identity"], identity, flags)
-                if total_steps is not None and self.attempt.action == RESUME:
-                    check_total_steps(self.kind, self.attempt, total_steps)
-            except UsageError as exc:
-                problem = str(exc)
-        problem = distributed.gather(problem)[0]
-        if problem:
-            raise UsageError(problem)
+
+        def check() -> None:  # rank 0 holds the plan; its refusal reaches every rank
+            if self.state is not None:
+                check_identity(self.resumed_from, self.state["identity"], identity, flags)
+            if total_steps is not None and self.attempt.action == RESUME:
+                check_total_steps(self.kind, self.attempt, total_steps)
+
+        distributed.first_where(self.is_main, check)
 
         if self.is_main:
             run, attempt = self.dir, self.attempt
