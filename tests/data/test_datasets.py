@@ -4,6 +4,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from tandem.data import DATASETS, ImageData, load_dataset
+from tandem.data.datasets import IMAGE_SHAPES
 from tandem.errors import UsageError
 
 
@@ -14,6 +15,19 @@ def digits(tmp_path_factory):
 
 def test_dataset_names():
     assert DATASETS == ("digits", "mnist", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
+
+
+def test_the_shapes_settings_are_checked_against_are_those_loaded(digits, tmp_path):
+    # The published datasets' shapes are their formats' (the loaders check them); these two load offline.
+    assert IMAGE_SHAPES == {
+        "digits": (1, 8, 8),
+        "mnist": (1, 28, 28),
+        "fashion-mnist": (1, 28, 28),
+        "cifar10": (3, 32, 32),
+        "synthetic": (3, 32, 32),
+    }
+    assert digits.image_shape == IMAGE_SHAPES["digits"]
+    assert load_dataset("synthetic", tmp_path, synthetic_size=8).image_shape == IMAGE_SHAPES["synthetic"]
 
 
 def test_unknown_dataset_lists_the_valid_names(tmp_path):

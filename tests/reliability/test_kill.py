@@ -104,6 +104,20 @@ def test_sigkill_while_a_background_write_is_in_flight(tmp_path, reference):
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
+def test_sigkill_between_a_checkpoint_and_its_grid(tmp_path, reference):
+    killed = tandem(tmp_path, "run", "--sample-every", "3", point="grid-half-written", nth=1)
+    assert killed.returncode == -signal.SIGKILL
+    samples = tmp_path / "run" / "samples"
+    assert not (samples / "step_0000003.png").exists() and list(samples.glob(".step_0000003.png.*.tmp"))
+
+    resumed = tandem(tmp_path, "run", "--sample-every", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{samples / 'step_0000003.png'} is missing: drawing it" in resumed.stdout
+    names = ["latest.png", "step_0000003.png", "step_0000006.png", "step_0000009.png", "step_0000012.png"]
+    assert sorted(p.name for p in samples.iterdir()) == names  # the torn temporary is gone
+    assert_same(final_params(tmp_path / "run"), reference)  # drawing grids never touches training
+
+
 def test_sigkill_between_checkpoints(tmp_path, reference):
     argv = ["train", "dit", *FLAGS, "--runs-dir", str(tmp_path), "--run-name", "run"]
     proc = subprocess.Popen(

@@ -176,3 +176,97 @@ def test_the_printed_resume_command_continues_the_run(dit_config, runs_dir):
     assert names == ["step_0000030.pt", "step_0000035.pt", "step_0000040.pt"]
     assert record(runs_dir / "a")["config"]["steps"] == 40 and record(runs_dir / "a")["changes"] == []
     assert steps_logged(runs_dir / "a") == list(range(1, 41))
+
+
+def edit_record(run: Path, **settings) -> bytes:
+    """Hand-edit the run's config.json (its settings); returns the bytes written."""
+    values = record(run)
+    values["config"].update(settings)
+    (run / "config.json").write_text(json.dumps(values))
+    return (run / "config.json").read_bytes()
+
+
+def test_a_config_json_edited_by_hand_is_refused_naming_each_field(stopped_run, capsys):
+    edited = edit_record(stopped_run, batch_size=16, lr=0.5)
+    capsys.readouterr()
+    assert resume(stopped_run) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tandem train: error: --resume: {stopped_run}/config.json records batch_size = 16, lr = 0.5, but "
+        "checkpoint step_0000002.pt trained with --batch-size 32 --lr 0.002 and no recorded change explains it; "
+        "put the checkpoint's values back in config.json (or delete it: --resume restores it from the checkpoint), "
+        "or start a new run with another --run-name"
+    ]
+    assert (stopped_run / "config.json").read_bytes() == edited  # nothing rewritten
+    assert steps_logged(stopped_run) == [1, 2]
+
+
+def test_a_value_of_the_wrong_type_in_config_json_asks_for_the_file_to_be_fixed(stopped_run, capsys):
+    edit_record(stopped_run, lr="fast")
+    capsys.readouterr()
+    for flags in ([], ["--lr", "0.002"]):  # the flag cannot fix the file, and the message never says it can
+        assert resume(stopped_run, *flags) == 2
+        err = capsys.readouterr().err
+        assert "config.json records lr = 'fast', but checkpoint step_0000002.pt trained with --lr 0.002" in err
+        assert "pass --lr" not in err
+    edit_record(stopped_run, lr=0.002)  # fixed as told: the run continues
+    assert resume(stopped_run) == 0
+    assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_changeable_setting_edited_by_hand_is_changed_by_its_flag(stopped_run, capsys):
+    edit_record(stopped_run, steps=8)
+    capsys.readouterr()
+    assert resume(stopped_run) == 2
+    assert "; a continued run changes them by their flags: --resume --steps 8" in capsys.readouterr().err
+    assert resume(stopped_run, "--steps", "8") == 0
+    assert record(stopped_run)["changes"] == [{"step": 2, "setting": "steps", "from": 6, "to": 8}]
+    assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_change_recorded_after_the_checkpoint_stays_in_force(stopped_run):
+    # A resume changed --steps at step 2 and stopped; its checkpoint of step 4 was then lost.
+    assert resume(stopped_run, "--steps", "8", "--stop-after", "2") == 0
+    (stopped_run / "checkpoints" / "step_0000004.pt").unlink()
+    assert resume(stopped_run) == 0  # config.json (steps 8) differs from step 2's checkpoint (6): explained
+    assert record(stopped_run)["config"]["steps"] == 8
+    assert record(stopped_run)["changes"] == [{"step": 2, "setting": "steps", "from": 6, "to": 8}]
+    assert checkpoint.CheckpointDir(stopped_run / "checkpoints").existing()[-1][0] == 8
+
+
+@pytest.mark.parametrize(
+    "damage, problem", [("delete", "is missing"), ("[1, 2]", "is unreadable or not a run's record")]
+)
+def test_a_lost_config_json_is_restored_from_the_checkpoint(stopped_run, capsys, damage, problem):
+    assert resume(stopped_run, "--steps", "8", "--stop-after", "1") == 0  # a change to keep
+    before = record(stopped_run)
+    if damage == "delete":
+        (stopped_run / "config.json").unlink()
+    else:
+        (stopped_run / "config.json").write_text(damage)
+    capsys.readouterr()
+    assert resume(stopped_run, "--stop-after", "1") == 0
+    assert (
+        f"{stopped_run}/config.json {problem}: restored from step_0000003.pt; resuming {stopped_run} from "
+        "step_0000003.pt" in capsys.readouterr().out
+    )
+    after = record(stopped_run)
+    assert after["config"] == before["config"] and after["started"] == before["started"]
+    assert after["changes"] == [{"step": 2, "setting": "steps", "from": 6, "to": 8}]
+    assert steps_logged(stopped_run) == [1, 2, 3, 4]
+
+
+def test_a_run_whose_checkpoints_are_all_unusable_keeps_its_history(stopped_run, capsys):
+    history = (stopped_run / "metrics.jsonl").read_bytes()
+    (stopped_run / "samples").mkdir()
+    (stopped_run / "samples" / "step_0000002.png").write_bytes(b"a grid of the earlier attempt")
+    for _, path in checkpoint.CheckpointDir(stopped_run / "checkpoints").existing():
+        path.write_bytes(path.read_bytes()[:1000])
+    capsys.readouterr()
+    assert resume(stopped_run) == 0
+    out = capsys.readouterr().out
+    assert "has no complete checkpoint, so nothing trained to keep: starting it over from step 0" in out
+    assert "the earlier attempt's metrics and grids are kept as metrics.jsonl.unusable, samples.unusable" in out
+    assert (stopped_run / "metrics.jsonl.unusable").read_bytes() == history
+    assert (stopped_run / "samples.unusable" / "step_0000002.png").read_bytes() == b"a grid of the earlier attempt"
+    assert (stopped_run / "checkpoints" / "step_0000002.pt.unusable").exists()
+    assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6]

@@ -203,3 +203,14 @@ def test_wait_raises_a_failed_final_write(tmp_path, monkeypatch):
     ckpts.save(state(1), 1, background=True)
     with pytest.raises(CheckpointWriteError, match="Read-only file system.*latest: none"):
         ckpts.wait()
+
+
+def test_setting_aside_never_replaces_what_was_set_aside_before(tmp_path):
+    for content in (b"first", b"second", b"third"):
+        (tmp_path / "step_0000002.pt").write_bytes(content)
+        checkpoint.set_aside(tmp_path / "step_0000002.pt")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {
+        "step_0000002.pt.unusable": b"first",
+        "step_0000002.pt.unusable-2": b"second",
+        "step_0000002.pt.unusable-3": b"third",
+    }

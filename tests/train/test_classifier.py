@@ -2,9 +2,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
+from tandem.train import classifier as classifier_module
 
 pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
@@ -42,3 +45,16 @@ def test_test_accuracy_is_logged_every_epoch(classifier_config):
     state = final(result)
     assert state["kind"] == "classifier" and state["identity"]["dataset"] == "digits"
     assert len(state["preprocess"]["mean"]) == 1  # digits: one channel
+
+
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built(classifier_config):
+    c = classifier_config(width=100_000)
+    model_config = {"arch": "airbench", "num_classes": 10, "in_channels": 1, "image_size": 8, "width": 100_000}
+    with pytest.raises(UsageError) as error:
+        classifier_module.check_model_memory(c, model_config, torch.device("cpu"))
+    message = str(error.value)
+    assert message.startswith(
+        "the classifier of --arch airbench --width 100000 (4,770,014,800,040 parameters) needs at least 57.2 TB"
+    )
+    assert message.endswith("; pass a smaller --width")
+    classifier_module.check_model_memory(classifier_config(), {**model_config, "width": 8}, torch.device("cpu"))

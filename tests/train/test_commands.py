@@ -79,6 +79,20 @@ BAD_INPUT = [
     (["sample", "--run", "{old_run}", "--sample-steps", "0"], "--sample-steps"),
     (["sample", "--run", "{old_run}", "--cfg-scale", "-1"], "--cfg-scale"),
     (["sample", "--run", "{old_run}", "--out", "{a_png}"], "already exists"),
+    # resource-shaped flags, bounded before anything is written
+    (["train", "dit", "--depth", "100000"], "the DiT of --depth 100000 --width 192 --heads 6 (66,643,368,976 param"),
+    (["train", "dit", "--width", "400000", "--heads", "1"], "the DiT of --depth 6 --width 400000 --heads 1"),
+    (["train", "classifier", "--width", "100000"], "the classifier of --arch airbench --width 100000"),
+    (["train", "dit", "--cpu-threads", "100000"], "--cpu-threads must be between 0 (one per core) and the"),
+    (["train", "classifier", "--cpu-threads", "100000"], "--cpu-threads must be between 0"),
+    (["sample", "--run", "{old_run}", "--cpu-threads", "100000"], "--cpu-threads must be between 0"),
+    (["train", "dit", "--sample-steps", "10000000"], "--sample-steps must be between 1 and 1000"),
+    (["sample", "--run", "{old_run}", "--sample-steps", "10000000"], "--sample-steps must be between 1 and 1000"),
+    (["sample", "--run", "{old_run}", "--seed", "99999999999999999999"], "--seed must be between 0 and 2**63 - 1"),
+    (["sample", "--run", "{old_run}", "--seed", "-1"], "--seed must be between 0 and 2**63 - 1"),
+    (["train", "classifier", "--translate", "1000"], "--translate 1000 must be smaller than the image size"),
+    (["train", "dit", "--run-name", "a" * 300], "--run-name is 300 characters long; use at most 100"),
+    (["train", "dit", "--runs-dir", "/proc/x"], "--runs-dir /proc/x: cannot create"),
 ]
 
 
@@ -232,6 +246,7 @@ def test_sample_help_shows_each_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
     assert "--sample-steps N ODE solver steps, 1 to 1000 (default: the run's --sample-steps)" in text
+    assert "--seed SEED seed of the sampling noise, 0 to 2**63 - 1 (default: 0)" in text
     assert "--samples-per-class N grid columns (default: 8)" in text
 
 

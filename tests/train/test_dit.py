@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from tandem.errors import UsageError
+from tandem.models import DiTConfig, build_dit
 from tandem.train import checkpoint, run_training
 from tandem.train import dit as dit_module
 from tandem.train.run import TrainingDiverged
@@ -148,3 +149,48 @@ def test_cpu_threads_apply_during_the_run_only(dit_config, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("shape", [dict(), dict(depth=3, hidden_size=32, num_heads=2), dict(size="S", depth=2)])
+def test_the_parameter_count_is_the_built_models(shape):
+    config = DiTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=10, **shape)
+    assert dit_module.dit_parameters(config) == sum(p.numel() for p in build_dit(config).parameters())
+
+
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built(dit_config, monkeypatch):
+    built, real_build = [], dit_module.build_dit
+    monkeypatch.setattr(dit_module, "build_dit", lambda config: (built.append(config.depth), real_build(config))[1])
+    config = DiTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=10, depth=100_000)
+    with pytest.raises(UsageError) as error:
+        dit_module.check_model_memory(dit_config(depth=100_000), config, 32, torch.device("cpu"))
+    message = str(error.value)
+    assert message.startswith(
+        "the DiT of --depth 100000 --width 192 --heads 6 (66,643,368,976 parameters; --patch-size 4, --batch-size 32) "
+        "needs at least 1.3 TB of memory, more than the "
+    )
+    assert message.endswith("; pass a smaller --depth, --width or --batch-size")
+    assert built == [1]  # counted from a one-block model on the meta device; the deep one never built
+
+
+def test_a_grid_lost_to_a_kill_is_redrawn_on_resume_and_its_temporary_removed(dit_config, capsys):
+    settings = dict(run_name="g", checkpoint_every=2, sample_every=2, samples_per_class=1)
+    run_training("dit", dit_config(**settings, stop_after=4))
+    samples = Path(dit_config().runs_dir) / "g" / "samples"
+    grid = samples / "step_0000004.png"
+    drawn = grid.read_bytes()
+    # Killed after step 4's checkpoint: while its grid was drawn (none), or written (a temporary left).
+    grid.unlink()
+    stale = samples / ".step_0000004.png.999999999.tmp"
+    stale.write_bytes(drawn[:100])
+    capsys.readouterr()
+
+    run_training("dit", dit_config(**settings, resume=True))
+    assert f"{grid} is missing: drawing it from the checkpoint's EMA weights" in capsys.readouterr().out
+    assert grid.read_bytes() == drawn  # the very grid the killed attempt was drawing
+    assert not stale.exists()
+    assert sorted(p.name for p in samples.iterdir()) == [
+        "latest.png",
+        "step_0000002.png",
+        "step_0000004.png",
+        "step_0000006.png",
+    ]

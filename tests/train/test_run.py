@@ -97,3 +97,33 @@ def test_a_run_name_is_one_directory_name(dit_config):
     for name in ("../x", "a/b", ".hidden", "/abs", ".."):
         with pytest.raises(UsageError, match="not a plain directory name"):
             RunDir.new_path(dit_config().runs_dir, "dit", name)
+
+
+def test_the_history_of_an_attempt_started_over_is_set_aside(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.set_aside_history() == []  # nothing yet
+    run.metrics_path.write_text('{"step": 1, "loss": 2.0}\n')
+    (run.samples_dir).mkdir()
+    (run.samples_dir / "step_0000001.png").write_bytes(b"grid")
+    assert [p.name for p in run.set_aside_history()] == ["metrics.jsonl.unusable", "samples.unusable"]
+    assert (tmp_path / "metrics.jsonl.unusable").read_text() == '{"step": 1, "loss": 2.0}\n'
+    assert (tmp_path / "samples.unusable" / "step_0000001.png").read_bytes() == b"grid"
+    assert not run.metrics_path.exists() and not run.samples_dir.exists()
+
+
+def test_stale_temporaries_go_and_those_being_written_stay(tmp_path):
+    run = RunDir(tmp_path)
+    run.samples_dir.mkdir(parents=True)
+    run.checkpoints.directory.mkdir()
+    dead = 999_999_999  # above any pid_max: no such process
+    stale = [
+        run.samples_dir / f".step_0000010.png.{dead}.tmp",  # a grid write killed
+        tmp_path / f".config.json.{dead}.tmp",
+        run.checkpoints.directory / f".step_0000010.pt.{dead}.tmp",
+    ]
+    live = run.samples_dir / f".sample_step_0000010_heun_16steps_cfg1.5_seed0.png.{os.getppid()}.tmp"
+    for path in [*stale, live]:
+        path.write_bytes(b"half")
+    run.remove_stale_temporaries()
+    assert [p.exists() for p in stale] == [False, False, False]
+    assert live.exists()  # its writer (a `tandem sample`, say) is still running

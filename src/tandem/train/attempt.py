@@ -162,8 +162,10 @@ def claim_attempt(
                     path = RunDir.new_path(config.runs_dir, kind, "")
         lock = RunLock(path)
         lock.acquire()
-    except OSError as exc:  # where no run can be made (/proc/x, a full or read-only disk): nothing to resume
-        if not existed:
+    except OSError as exc:
+        if existed and RunDir(path).started():
+            raise  # a run that cannot be written now: the command names the file, and --resume for later
+        if not existed:  # where no run can be made (/proc/x, a read-only disk): nothing made, nothing to resume
             shutil.rmtree(path, ignore_errors=True)
         raise UsageError(
             f"--runs-dir {config.runs_dir}: cannot create the run {path} ({exc.strerror}); pass a writable --runs-dir"

@@ -200,14 +200,19 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
 DIT_COPIES = 5
 
 
+def dit_parameters(model_config: DiTConfig) -> int:
+    """The DiT's parameter count, from a one-block model and one block built on the meta device: building
+    every block of a deep model would take as long as building the model."""
+    depth, width, heads = model_config.shape
+    one_block = memory.count_parameters(lambda: build_dit(dataclasses.replace(model_config, depth=1)))
+    return one_block + (depth - 1) * memory.count_parameters(lambda: DiTBlock(width, heads, model_config.mlp_ratio))
+
+
 def check_model_memory(c: DiTTrainConfig, model_config: DiTConfig, batch: int, device) -> None:
     """The model, its training state and the activations of one batch (`batch` per device) must fit:
     refused here, before the model is built (a deep or wide one takes minutes to build, or cannot be)."""
     depth, width, heads = model_config.shape
-    # Counted on the meta device, one block and the rest: building every block would take as long as the model
-    one_block = memory.count_parameters(lambda: build_dit(dataclasses.replace(model_config, depth=1)))
-    block = memory.count_parameters(lambda: DiTBlock(width, heads, model_config.mlp_ratio))
-    parameters = one_block + (depth - 1) * block
+    parameters = dit_parameters(model_config)
     tokens = (model_config.image_size // model_config.patch_size) ** 2
     activations = depth * batch * tokens * width  # at least the residual stream each block keeps for backward
     memory.require_fits(
