@@ -46,35 +46,35 @@ def half_then_die(write):
 real_atomic_write = checkpoint.atomic_write
 
 
-def atomic_write(path, write):
+def atomic_write(path, write, **options):
     global writes
     writes += path.name.startswith("step_")  # checkpoints only, not config.json or sample grids
     if writes != nth or not path.name.startswith("step_"):
-        return real_atomic_write(path, write)
+        return real_atomic_write(path, write, **options)
     if point == "half-written":
-        return real_atomic_write(path, half_then_die(write))
+        return real_atomic_write(path, half_then_die(write), **options)
     if point == "stalled":
-        return real_atomic_write(path, lambda f: time.sleep(3600))
+        return real_atomic_write(path, lambda f: time.sleep(3600), **options)
     if point == "before-rename":
         files.os.replace = lambda *a: die()
     if point == "after-rename":
         files.fsync_directory = lambda d: die()
-    return real_atomic_write(path, write)
+    return real_atomic_write(path, write, **options)
 
 
 checkpoint.atomic_write = atomic_write
 real_grid_write = samples.atomic_write
 
 
-def grid_write(path, write):
+def grid_write(path, write, **options):
     global grids
     grids += path.name.startswith("step_")  # the grids of training, not latest.png
     if point != "grid-half-written" or grids != nth or not path.name.startswith("step_"):
-        return real_grid_write(path, write)
+        return real_grid_write(path, write, **options)
     saved = path.parent.parent / "checkpoints" / path.with_suffix(".pt").name
     while not saved.exists():  # the kill lands between a checkpoint and its grid
         time.sleep(0.01)
-    return real_grid_write(path, half_then_die(write))
+    return real_grid_write(path, half_then_die(write), **options)
 
 
 samples.atomic_write = grid_write
