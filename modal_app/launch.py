@@ -38,6 +38,8 @@ def launch(argv: list[str], app_running: bool, detached: bool = False) -> int:
         where, why = choose_target(request.target.local, app_running)
         if command == "fetch":
             return fetch(request, where)
+        if command == "runs":
+            return list_runs(request, where)
         place = resources.placement(request.target.gpu, request.target.gpus, request.target.timeout, functions.settings)
         detach = check_detach(request.target.detach, detached, where, app_running)
         # Everything the call needs is checked before the first line about it is printed.
@@ -130,8 +132,15 @@ def call(function, where: str, place: resources.Placement, *args):
 def training_config(request: Request, where: str):
     """The config `tandem train <kind>` builds from the same words, with the Volumes' paths on Modal and a
     run name fixed here, so a retried, restarted or continued call finds the same run."""
+    from tandem.train.commands import RUN_REF, continued
+    from tandem.train.flags import GIVEN, given_fields
+
     kind = request.command
     config = given = request.config()
+    if ref := getattr(request.tandem, RUN_REF, None):  # the run to continue, in the target's runs store
+        store = source(functions.settings.runs_dir if where == "modal" else config.runs_dir, where)
+        config, names = continued(kind, config, given_fields(request.tandem), ref, store)
+        setattr(request.tandem, GIVEN, names)
     if where == "modal":
         volume_paths = {"data_dir": functions.settings.data_dir, "runs_dir": functions.settings.runs_dir}
         if kind == "dit":
@@ -210,7 +219,7 @@ def summary(result: dict) -> str:
 
 
 def source(runs_dir: str, where: str):
-    return VolumeFiles(functions.runs_volume) if where == "modal" else DirFiles(runs_dir)
+    return VolumeFiles(functions.runs_volume, functions.RUNS_VOLUME) if where == "modal" else DirFiles(runs_dir)
 
 
 def on_runs_store(where: str, path: str, holding=lambda relative: True) -> bool:
@@ -256,7 +265,7 @@ def require_run(run: str) -> None:
     """A run named for Modal is in the runs Volume with a checkpoint, else one line saying how to find one."""
     if on_runs_store("modal", run, a_checkpoint):
         return
-    listing = f"`modal volume ls {functions.RUNS_VOLUME}`"
+    listing = f"`modal run {PROG} runs`"
     if on_runs_store("modal", run):
         raise UsageError(
             f"--run {run}: no checkpoint in Volume {functions.RUNS_VOLUME}, {run}/checkpoints/; pass a DiT run "
@@ -269,21 +278,40 @@ def require_run(run: str) -> None:
 # fetch
 
 
-def fetch(request: Request, where: str) -> int:
-    """Copy a run's outputs from the runs Volume (or, here, the runs dir) without training."""
-    run = request.run
+def require_store(command: str, request: Request, where: str) -> None:
     if where == "local" and not request.target.local:
         raise UsageError(
-            f"fetch reads the runs Volume on Modal, and this machine has no Modal credentials; {login.LOGIN}"
+            f"{command} reads the runs Volume on Modal, and this machine has no Modal credentials; {login.LOGIN}"
         )
+
+
+def list_runs(request: Request, where: str) -> int:
+    """`tandem runs` of the runs Volume (or, here, the runs dir)."""
+    from tandem import runs
+
+    require_store("runs", request, where)
+    store, now = source(default_runs_dir(), where), time.time()
+    found = runs.list_runs(store, request.target.kind)
+    if request.target.json:
+        print(json.dumps([r.as_json(now) for r in found], indent=2))
+    else:
+        print(runs.table(found, now) if found else f"no runs in {store.describe()} yet")
+    return 0
+
+
+def fetch(request: Request, where: str) -> int:
+    """Copy a run's outputs from the runs Volume (or, here, the runs dir) without training."""
+    from tandem.runs import resolve
+
+    require_store("fetch", request, where)
+    run = request.run
     if not run or "/" in run.strip("/") or run in (".", ".."):
         raise UsageError(f"fetch {run!r}: give a run's name, e.g. dit-20260101-120000")
+    run = resolve(run, source(default_runs_dir(), where), flag="fetch")
     if not on_runs_store(where, run, wanted):
         where_from = f"Volume {functions.RUNS_VOLUME}" if where == "modal" else default_runs_dir()
-        raise UsageError(
-            f"no run {run!r} in {where_from}; list the runs with "
-            + (f"`modal volume ls {functions.RUNS_VOLUME}`" if where == "modal" else f"`ls {where_from}`")
-        )
+        listing = f"modal run {PROG} runs" + ("" if where == "modal" else " --local")
+        raise UsageError(f"no outputs of run {run!r} in {where_from}; list the runs with `{listing}`")
     written = copy_outputs(source(default_runs_dir(), where), run, request.target.outputs)
     print(f"outputs: {Path(request.target.outputs) / run}/ ({len(written)} files)")
     return 0
@@ -302,16 +330,18 @@ def sample_options(request: Request, where: str) -> dict:
         if options["out"]:
             raise UsageError("--out writes on this machine only; on Modal the grid lands in the run's samples/")
         if options["run"]:
-            name = PurePosixPath(options["run"]).name
+            from tandem.runs import resolve
+
+            name = resolve(PurePosixPath(options["run"]).name, source(runs_dir, where), kind="dit")
             require_run(name)
             options["run"] = f"{runs_dir}/{name}"
         else:
             require_file("--checkpoint", options["checkpoint"])
             options["checkpoint"] = in_runs_volume(options["checkpoint"])
     elif options["run"]:  # a run's name or a path, as `tandem sample` takes it
-        from tandem.train.run import resolve_run
+        from tandem.runs import resolve_path
 
-        options["run"] = str(resolve_run(options["run"]))
+        options["run"] = str(resolve_path(options["run"], default_runs_dir(), kind="dit"))
     return options
 
 

@@ -150,7 +150,7 @@ BAD_INPUT = [
     (["modal_app/train.py", "dit", "--bogus"], "unrecognized arguments: --bogus"),
     (
         ["modal_app/train.py", "fetch", "nothing-here"],
-        "no run 'nothing-here' in Volume tandem-runs; list the runs with",
+        "fetch nothing-here: no such run in Volume tandem-runs, which holds no runs yet",
     ),
     (
         ["modal_app/train.py", "dit", "--classifier-checkpoint", "nosuch/ckpt.pt"],
@@ -163,7 +163,7 @@ BAD_INPUT = [
     ),
     (
         ["modal_app/train.py", "sample", "--run", "missing"],
-        "--run missing: no run 'missing' in Volume tandem-runs; list the runs with `modal volume ls tandem-runs`",
+        "--run missing: no such run in Volume tandem-runs, which holds no dit runs yet",
     ),
     (
         ["modal_app/train.py", "sample", "--run", "empty"],
@@ -275,3 +275,74 @@ def test_here_a_missing_classifier_checkpoint_is_tandems_own_check(modal_cli, di
         "checkpoint (runs/<run>/checkpoints/step_*.pt)"
     ]
     assert modal_cli.sent == []
+
+
+def volume_run(volume, name: str, kind: str, written: float) -> None:
+    """A run in the runs Volume with a checkpoint and a grid, its files last written `written` seconds ago."""
+    import os
+    import time
+
+    run = volume / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "samples").mkdir()
+    files = {
+        "config.json": json.dumps({"kind": kind, "config": {"steps": 20}}),
+        "metrics.jsonl": '{"step": 20, "loss": 0.5}\n',
+        "result.json": json.dumps({"status": "completed", "step": 20}),
+        "checkpoints/step_0000020.pt": "pt",
+        "samples/step_0000020.png": "png",
+    }
+    for relative, text in files.items():
+        (run / relative).write_text(text)
+        os.utime(run / relative, (time.time() - written,) * 2)
+
+
+@pytest.fixture
+def volume_runs(modal_cli):
+    volume_run(modal_cli.volume, "dit-20261201-090000", "dit", 3600)
+    volume_run(modal_cli.volume, "dit-20261202-090000", "dit", 600)
+    volume_run(modal_cli.volume, "classifier-20261202-100000", "classifier", 60)
+    return modal_cli
+
+
+def test_runs_lists_the_runs_volume_newest_first(volume_runs, dirs):
+    code, output = volume_runs.invoke(["modal_app/train.py", "runs"])
+    assert code == 0, output
+    rows = [line.split()[:4] for line in output.splitlines()[-3:]]
+    assert rows == [
+        ["classifier-20261202-100000", "classifier", "completed", "20"],
+        ["dit-20261202-090000", "dit", "completed", "20/20"],
+        ["dit-20261201-090000", "dit", "completed", "20/20"],
+    ]
+    code, output = volume_runs.invoke(["modal_app/train.py", "runs", "--json", "--kind", "dit"])
+    assert [run["name"] for run in json.loads(output[output.index("[") :])] == [
+        "dit-20261202-090000",
+        "dit-20261201-090000",
+    ]
+    assert volume_runs.sent == []  # read through the Volume's API, nothing started
+
+
+def test_run_words_name_runs_of_the_runs_volume(volume_runs, dirs):
+    code, output = volume_runs.invoke(["modal_app/train.py", "fetch", "dit-20261201"])  # a unique prefix
+    assert code == 0, output
+    assert (dirs["outputs"] / "dit-20261201-090000" / "samples" / "step_0000020.png").read_text() == "png"
+
+    code, output = volume_runs.invoke(["modal_app/train.py", "sample", "--run", "latest"])  # the newest DiT
+    assert code == 0, output
+    code, output = volume_runs.invoke(["modal_app/train.py", "dit", "--run", "latest", "--steps", "40"])
+    assert code == 0, output
+    (sample, train) = volume_runs.sent
+    assert sample.args[0]["run"] == "/runs/dit-20261202-090000"
+    config, _, given = train.args
+    assert (config["run_name"], config["resume"], config["steps"]) == ("dit-20261202-090000", True, 40)
+    assert {"resume", "run_name", "steps"} <= set(given)
+
+
+def test_an_ambiguous_run_on_the_volume_is_one_line(volume_runs, dirs):
+    code, output = volume_runs.invoke(["modal_app/train.py", "fetch", "dit"])
+    assert code == 2
+    assert output.strip() == (
+        "modal_app/train.py fetch: error: fetch dit: 2 runs match (dit-20261201-090000, dit-20261202-090000); "
+        "pass more of the name"
+    )
+    assert volume_runs.sent == []

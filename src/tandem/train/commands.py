@@ -15,8 +15,11 @@ from pathlib import Path
 from tandem.choices import SOLVERS
 from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS
+from tandem.runs import KINDS
+from tandem.train.config import CONFIGS, TrainConfig, default_runs_dir
 from tandem.train.flags import add_config_arguments, config_from_args, given_fields
+
+RUN_REF = "run_ref"  # the namespace attribute of `tandem train --run`
 
 
 def register(subparsers) -> None:
@@ -35,6 +38,13 @@ def register(subparsers) -> None:
             formatter_class=DefaultsHelpFormatter,
         )
         add_config_arguments(parser, cls)
+        parser.add_argument(
+            "--run",
+            metavar="RUN",
+            dest=RUN_REF,
+            help=f"continue this {kind} run (as --resume --run-name NAME): its name, a unique prefix of it, or "
+            f"latest (the {kind} run written most recently)",
+        )
         parser.set_defaults(func=functools.partial(train_command, kind))
 
     sample = subparsers.add_parser(
@@ -47,7 +57,12 @@ def register(subparsers) -> None:
     )
     source = sample.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="PATH", help="a DiT checkpoint file")
-    source.add_argument("--run", metavar="DIR", help="a DiT run directory: its latest valid checkpoint")
+    source.add_argument(
+        "--run",
+        metavar="RUN",
+        help="a DiT run, its latest valid checkpoint: the run's name, a unique prefix of it, latest (the DiT run "
+        "written most recently) or its directory",
+    )
     sample.add_argument(
         "--sample-steps", type=int, metavar="N", help="ODE solver steps (default: the run's --sample-steps)"
     )
@@ -74,15 +89,31 @@ def register(subparsers) -> None:
     )
     sample.set_defaults(func=sample_command)
 
+    runs = subparsers.add_parser(
+        "runs",
+        help="list the runs, the most recently written first",
+        description="List the runs of the runs directory, the most recently written first: kind, status, step "
+        "of the total, key metric, age and size. Name one elsewhere (--run) by its name, a unique prefix of it, "
+        "latest or latest:<kind>.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    runs.add_argument("--runs-dir", default=None, help="the runs directory (default: env TANDEM_RUNS_DIR, else ./runs)")
+    runs.add_argument("--kind", choices=KINDS, help="only runs of this kind")
+    runs.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+    runs.set_defaults(func=runs_command)
+
 
 def train_command(kind: str, args: argparse.Namespace) -> int:
+    from tandem.runs import RunsFolder
     from tandem.train import run_training
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
-    config = config_from_args(CONFIGS[kind], args)
+    config, given = config_from_args(CONFIGS[kind], args), given_fields(args)
+    if ref := getattr(args, RUN_REF, None):
+        config, given = continued(kind, config, given, ref, RunsFolder(config.runs_dir))
     try:  # a continued run trains its recorded config, with the flags given where they may change
-        run_training(kind, config, given_fields(args))
+        run_training(kind, config, given)
     except (TrainingDiverged, CheckpointWriteError) as exc:
         print(f"tandem train {kind}: {exc}", file=sys.stderr)
         return 1
@@ -96,14 +127,43 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def continued(kind: str, config: TrainConfig, given, ref: str, store) -> tuple[TrainConfig, frozenset[str]]:
+    """`--run REF`: the config continues the run REF names in `store` (as --resume --run-name NAME)."""
+    import dataclasses
+
+    from tandem.runs import resolve
+
+    if "run_name" in given and config.run_name:
+        raise UsageError(f"--run {ref} names the run to continue; drop --run-name {config.run_name}")
+    name = resolve(ref, store, kind)
+    return dataclasses.replace(config, resume=True, run_name=name), frozenset(given) | {"resume", "run_name"}
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from tandem.runs import RunsFolder, list_runs, table
+
+    folder = RunsFolder(args.runs_dir or default_runs_dir())
+    runs, now = list_runs(folder, args.kind), time.time()
+    if args.json:
+        print(json.dumps([r.as_json(now) for r in runs], indent=2))
+    elif not runs:
+        print(f"no {args.kind + ' ' if args.kind else ''}runs in {folder.describe()} yet")
+    else:
+        print(table(runs, now))
+    return 0
+
+
 def sample_command(args: argparse.Namespace) -> int:
     import torch
 
     from tandem.models import DiTConfig, build_dit
     from tandem.models.ema import EMA
+    from tandem.runs import resolve_path
     from tandem.train import checkpoint, memory, samples
     from tandem.train.device import choose_device
-    from tandem.train.run import resolve_run
 
     if args.samples_per_class < 1:
         raise UsageError(f"--samples-per-class must be positive, got {args.samples_per_class}")
@@ -123,7 +183,7 @@ def sample_command(args: argparse.Namespace) -> int:
         path = Path(args.checkpoint)
         state = checkpoint.load_or_fail(path, "--checkpoint")
     else:
-        run = resolve_run(args.run)
+        run = resolve_path(args.run, default_runs_dir(), kind="dit")
         found = checkpoint.CheckpointDir(run / "checkpoints").latest_valid()
         if found is None:
             raise UsageError(f"--run {args.run}: no usable checkpoint in {run}/checkpoints; pass a DiT run")

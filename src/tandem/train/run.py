@@ -30,7 +30,6 @@ import torch
 from tandem.errors import UsageError
 from tandem.files import atomic_write
 from tandem.train.checkpoint import CheckpointDir, identity_digest
-from tandem.train.config import default_runs_dir
 from tandem.train.validate import check_run_name
 
 
@@ -255,15 +254,6 @@ def resume_command(kind: str, run_dir: Path, world_size: int) -> str:
     if world_size > 1:
         words = ["torchrun", "--nproc-per-node", str(world_size), "-m", *words]
     return shlex.join(words)
-
-
-def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
-    """--run as a path (it exists, or names folders), else as a run's name under the runs directory: the
-    same words work on every target, a path everywhere."""
-    path = Path(run)
-    if path.exists() or len(path.parts) != 1:
-        return path
-    return Path(runs_dir or default_runs_dir()) / path
 
 
 class RunLock:
