@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tandem.cli import build_parser as tandem_parser
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS
-from tandem.train.flags import config_from_args, given_fields
+from tandem.train.flags import config_from_args, sources
 
 from . import resources
 
@@ -41,9 +41,10 @@ class Request:
         """The training config, built as `tandem train <kind>` builds it from the same words."""
         return config_from_args(CONFIGS[self.command], self.tandem)
 
-    def given(self) -> list[str]:
-        """The config fields the words set: only these may differ from a continued run's record."""
-        return sorted(given_fields(self.tandem))
+    def given(self) -> dict[str, str]:
+        """The config fields the words set (only these may differ from a continued run's record), and where
+        each came from (a flag, a --config file)."""
+        return sources(self.tandem)
 
 
 def build_parser(settings) -> Parser:

@@ -133,14 +133,14 @@ def training_config(request: Request, where: str):
     """The config `tandem train <kind>` builds from the same words, with the Volumes' paths on Modal and a
     run name fixed here, so a retried, restarted or continued call finds the same run."""
     from tandem.train.commands import RUN_REF, continued
-    from tandem.train.flags import GIVEN, given_fields
+    from tandem.train.flags import GIVEN
 
     kind = request.command
     config = given = request.config()
     if ref := getattr(request.tandem, RUN_REF, None):  # the run to continue, in the target's runs store
         store = source(functions.settings.runs_dir if where == "modal" else config.runs_dir, where)
-        config, names = continued(kind, config, given_fields(request.tandem), ref, store)
-        setattr(request.tandem, GIVEN, names)
+        config, names = continued(kind, config, request.given(), ref, store)
+        setattr(request.tandem, GIVEN, frozenset(names))
     if where == "modal":
         volume_paths = {"data_dir": functions.settings.data_dir, "runs_dir": functions.settings.runs_dir}
         if kind == "dit":

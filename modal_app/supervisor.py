@@ -54,12 +54,13 @@ class JobEnd:
         return self.out_of_time or self.signal is not None
 
 
-def train_here(kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None) -> dict:
+def train_here(kind: str, values: dict, placement, next_call, commit, given: dict[str, str] | None = None) -> dict:
     """Train `kind` with the config `values` on this machine over `placement.count` GPUs, continuing the run
     when an earlier attempt left it started. `next_call` is the Function a run continues in when this
     call's time is up; `commit` makes the runs Volume's new files durable (None: nothing to commit);
-    `given` names the fields the user's words set (None: all of them). The trainer plans the attempt
-    itself, under the run's lock, from these words, exactly as `tandem train` typed locally does."""
+    `given` names the fields the user's words set, with where each came from (None: all of them). The
+    trainer plans the attempt itself, under the run's lock, from these words, exactly as `tandem train`
+    typed locally does."""
     from tandem.errors import UsageError
     from tandem.train import CONFIGS
     from tandem.train.config import config_from_dict
@@ -124,16 +125,21 @@ def newest_checkpoint(run) -> tuple[int, Path | None]:
 # the child process
 
 
-def trainer_command(kind: str, config, gpus: int, given: list[str] | None = None) -> list[str]:
+def trainer_command(kind: str, config, gpus: int, given: dict[str, str] | None = None) -> list[str]:
     """`python -m tandem train KIND ...` with the flags the user gave (None: every field of `config`) and
     those of this attempt (where the run is, its name, whether to continue it); over several GPUs through
     torchrun."""
+    import json
+
     from tandem.train.attempt import PER_ATTEMPT
-    from tandem.train.flags import config_to_argv
+    from tandem.train.flags import FLAG, config_to_argv
 
     names = None if given is None else {*given, *PER_ATTEMPT}
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)] if gpus > 1 else []
-    return [sys.executable, *launcher, "-m", "tandem", "train", kind, *config_to_argv(config, names)]
+    argv = config_to_argv(config, names)
+    if isinstance(given, dict) and (passed := {k: v for k, v in given.items() if v != FLAG}):
+        argv += ["--setting-sources", json.dumps(passed, sort_keys=True)]  # a --config file's, say
+    return [sys.executable, *launcher, "-m", "tandem", "train", kind, *argv]
 
 
 def run_attempt(

@@ -218,6 +218,19 @@ def test_the_trainer_command_reproduces_the_config():
     assert given[given.index("--lr") + 1 : given.index("--lr") + 4] == ["0.0003", "--steps", "7"]
 
 
+def test_the_trainer_hears_where_the_settings_came_from():
+    """A --config file read on the user's machine is named in the run's config.json written on Modal."""
+    from tandem.cli import build_parser
+    from tandem.train.flags import sources
+
+    config = DiTTrainConfig(steps=7, run_name="r", runs_dir="/runs", lr=3e-4)
+    file = "config file other.toml (sha256 0123456789abcdef)"
+    command = attempt.trainer_command("dit", config, 1, given={"steps": "flag", "lr": file})
+    assert command[-2:] == ["--setting-sources", '{"lr": "config file other.toml (sha256 0123456789abcdef)"}']
+    args = build_parser().parse_args(command[3:])
+    assert {k: v for k, v in sources(args).items() if k in ("steps", "lr")} == {"steps": "flag", "lr": file}
+
+
 def test_a_run_outlasting_its_call_continues_in_a_new_one(tmp_path, dit_flags, in_a_container, monkeypatch):
     """A short timeout: the trainer is stopped at a checkpoint before it, and the run is handed on."""
     spawned = []

@@ -103,7 +103,12 @@ def load_dataset(
             synthetic_shape = (synthetic_shape[0], image_size, image_size)
         return _load_synthetic(tuple(synthetic_shape), synthetic_size, num_classes, seed)
     data = LOADERS[name](data_dir / name)
-    return data if image_size is None else _resize_data(data, image_size)
+    # the dataset's own size given (a run's config.json records it): nothing to resize
+    return (
+        data
+        if image_size is None or data.image_shape[1:] == (image_size, image_size)
+        else _resize_data(data, image_size)
+    )
 
 
 def _image_data(name, train, test, class_names, flip) -> ImageData:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tandem.data import Augment, ImageData
 from tandem.errors import UsageError
 from tandem.models import build_classifier
+from tandem.models.classifier import airbench_width
 from tandem.train import distributed
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
@@ -50,6 +51,13 @@ def build_model(c: ClassifierTrainConfig, data: ImageData, mean, std) -> tuple[n
     if c.whiten and hasattr(model, "init_whitening"):
         model.init_whitening(normalize(data.train_images[:5000], mean, std))
     return model, model_config
+
+
+def with_width(identity: dict) -> dict:
+    """A checkpoint's model identity with its width filled in: older checkpoints say None for airbench's own."""
+    if identity.get("arch") == "airbench" and identity.get("width", 0) is None:
+        return {**identity, "width": airbench_width(identity["image_size"])}
+    return identity
 
 
 @dataclasses.dataclass
@@ -127,7 +135,11 @@ def train(c: ClassifierTrainConfig, given: Collection[str] | None = None) -> Run
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     data, device = s.data, s.device
     mean, std = channel_stats(data.train_images)
+    if c.arch == "airbench" and not c.width:
+        c = s.choose(f"--arch airbench for {data.image_shape[-1]}px images", width=airbench_width(data.image_shape[-1]))
     model, model_config = build_model(c, data, mean, std)
+    if s.run.state is not None:
+        s.run.state["identity"] = with_width(s.run.state["identity"])
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     total_steps = c.epochs * plan.steps_per_epoch
     resume = s.begin({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # the last check

@@ -17,7 +17,7 @@ from tandem.cli import DefaultsHelpFormatter
 from tandem.errors import UsageError
 from tandem.runs import KINDS
 from tandem.train.config import CONFIGS, TrainConfig, default_runs_dir
-from tandem.train.flags import add_config_arguments, config_from_args, given_fields
+from tandem.train.flags import FLAG, add_config_arguments, config_from_args, sources
 
 RUN_REF = "run_ref"  # the namespace attribute of `tandem train --run`
 
@@ -109,7 +109,8 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
 
-    config, given = config_from_args(CONFIGS[kind], args), given_fields(args)
+    config = config_from_args(CONFIGS[kind], args)
+    given = sources(args)  # the settings given, and where each came from
     if ref := getattr(args, RUN_REF, None):
         config, given = continued(kind, config, given, ref, RunsFolder(config.runs_dir))
     try:  # a continued run trains its recorded config, with the flags given where they may change
@@ -127,8 +128,9 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def continued(kind: str, config: TrainConfig, given, ref: str, store) -> tuple[TrainConfig, frozenset[str]]:
-    """`--run REF`: the config continues the run REF names in `store` (as --resume --run-name NAME)."""
+def continued(kind: str, config: TrainConfig, given: dict, ref: str, store) -> tuple[TrainConfig, dict[str, str]]:
+    """`--run REF`: the config continues the run REF names in `store` (as --resume --run-name NAME); the
+    settings given (with where each came from) grow by those two."""
     import dataclasses
 
     from tandem.runs import resolve
@@ -136,7 +138,7 @@ def continued(kind: str, config: TrainConfig, given, ref: str, store) -> tuple[T
     if "run_name" in given and config.run_name:
         raise UsageError(f"--run {ref} names the run to continue; drop --run-name {config.run_name}")
     name = resolve(ref, store, kind)
-    return dataclasses.replace(config, resume=True, run_name=name), frozenset(given) | {"resume", "run_name"}
+    return dataclasses.replace(config, resume=True, run_name=name), {**given, "resume": FLAG, "run_name": FLAG}
 
 
 def runs_command(args: argparse.Namespace) -> int:

@@ -54,6 +54,13 @@ def model_config_of(c: DiTTrainConfig, data: ImageData) -> DiTConfig:
     )
 
 
+def with_shape(identity: dict) -> dict:
+    """A checkpoint's model identity with its shape filled in: older checkpoints say None for the preset's."""
+    shape = DiTConfig(size=identity.get("size", "tiny")).shape
+    filled = {"depth": shape.depth, "hidden_size": shape.hidden_size, "num_heads": shape.num_heads}
+    return {**identity, **{k: v for k, v in filled.items() if identity.get(k, 0) is None}}
+
+
 @dataclasses.dataclass
 class DiTStep(StepState):
     """One training step, batch -> loss -> update -> EMA: what the loop repeats and benchmarks/throughput.py
@@ -120,6 +127,11 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     data, device = s.data, s.device
     image_shape = data.image_shape
     check_patch_size(image_shape[-1], c.patch_size)  # the dataset's own size, when no --image-size
+    shape = DiTConfig(size=c.size, depth=c.depth or None, hidden_size=c.width or None, num_heads=c.heads or None).shape
+    preset = {"depth": shape.depth, "width": shape.hidden_size, "heads": shape.num_heads}
+    c = s.choose(f"--size {c.size}", **{name: value for name, value in preset.items() if not getattr(c, name)})
+    if c.classifier_checkpoint and not c.eval_samples:
+        c = s.choose("the test set", eval_samples=len(data.test_images))
     model_config = model_config_of(c, data)
     check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
     model = build_dit(model_config).to(device)
@@ -127,7 +139,9 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     if c.classifier_checkpoint:
         classifier = SampleClassifier.load(c.classifier_checkpoint, device)
         classifier.check_matches(c.dataset, data.num_classes, image_shape)
-    resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
+    if s.run.state is not None:
+        s.run.state["identity"] = with_shape(s.run.state["identity"])
+    resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS, c.steps)
 
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
     train_step = DiTStep.create(c, data, model, plan, s.generators, resume=resume, prepare=s.prepare)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import typing
 from collections.abc import Collection
 from dataclasses import fields
@@ -35,6 +37,10 @@ def _field_types(cls: type) -> dict[str, type]:
 
 GIVEN = "given_fields"  # the namespace attribute naming the fields set on the command line (or --config)
 CONFIG_FILE = "config_file"
+SOURCES = "setting_sources"  # the namespace attribute saying where the given fields came from (see sources)
+# Where a setting came from, as config.json's "sources" records it. Every setting a run chose for itself
+# (the device's batch size, the --size preset's shape, the dataset's image size) says "chosen by ...".
+FLAG, DEFAULT, RECORD, CHOSEN = "flag", "default", "run record", "chosen by"
 
 
 def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
@@ -58,14 +64,31 @@ def given_fields(args: argparse.Namespace) -> frozenset[str]:
     return getattr(args, GIVEN, frozenset())
 
 
+def sources(args: argparse.Namespace) -> dict[str, str]:
+    """Each given field and where it came from: "flag", "config file PATH (sha256 DIGEST)", or what the
+    process that launched this one said (--setting-sources)."""
+    found = dict.fromkeys(sorted(given_fields(args)), FLAG) | getattr(args, SOURCES, {})
+    if passed := getattr(args, "passed_sources", None):
+        found |= {k: v for k, v in json.loads(passed).items() if k in found}
+    return found
+
+
+def config_file_source(path: str | Path) -> str:
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return f"config file {path} (sha256 {digest[:16]})"
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
     """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag; and --config FILE."""
     parser.add_argument(
         "--config",
         metavar="FILE",
         dest=CONFIG_FILE,
-        help="take the settings from a run's config.json or a TOML file (name = value); flags override them",
+        help="take the settings from a run's config.json (or its directory) or a TOML file (name = value); "
+        "flags override them",
     )
+    # How a launcher (the Modal supervisor) passes on where the settings it turns into flags came from.
+    parser.add_argument("--setting-sources", dest="passed_sources", metavar="JSON", help=argparse.SUPPRESS)
     types = _field_types(cls)
     for f in fields(cls):
         kind = types[f.name]
@@ -92,10 +115,18 @@ def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
     values = {f.name: getattr(args, f.name) for f in fields(cls)}
     if path := getattr(args, CONFIG_FILE, None):
         kind = next(k for k, c in CONFIGS.items() if c is cls)
+        path = config_file_path(path)
         from_file = {k: v for k, v in read_config_file(path, kind).items() if k not in given_fields(args)}
         values.update(from_file)
         setattr(args, GIVEN, given_fields(args) | set(from_file))
+        setattr(args, SOURCES, dict.fromkeys(from_file, config_file_source(path)))
     return cls(**values)
+
+
+def config_file_path(path: str | Path) -> Path:
+    """--config names a file, or a run directory meaning its config.json."""
+    path = Path(path)
+    return path / "config.json" if path.is_dir() else path
 
 
 def config_to_argv(config: TrainConfig, names: Collection[str] | None = None) -> list[str]:
@@ -145,7 +176,10 @@ def read_config_file(path: str | Path, kind: str) -> dict:
     if isinstance(values.get("config"), dict) and "kind" in values:  # a run's config.json
         if values["kind"] != kind:
             raise UsageError(f"--config {path} is a {values['kind']} run; use it with tandem train {values['kind']}")
-        values = {k: v for k, v in values["config"].items() if k not in NOT_FROM_FILE}
+        # What the run chose for itself (its device's batch size, its preset's shape) is chosen anew.
+        recorded = values.get("sources") if isinstance(values.get("sources"), dict) else {}
+        chosen = {k for k, v in recorded.items() if str(v).startswith(CHOSEN)}
+        values = {k: v for k, v in values["config"].items() if k not in NOT_FROM_FILE and k not in chosen}
     types, out = _field_types(CONFIGS[kind]), {}
     for key, value in values.items():
         name = key.replace("-", "_")

@@ -218,12 +218,17 @@ def run_record(
     resumed_from: Path | None,
     changes: list[dict],
     previous: dict,
+    sources: dict[str, str] | None = None,
+    total_steps: int | None = None,
 ) -> dict:
-    """config.json: the settings, what they ran on, and each change made when the run was continued."""
+    """config.json: the settings as trained (each 0 / None default replaced by what the run chose), where
+    each came from, what they ran on, and each change made when the run was continued."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return {
         "kind": kind,
         "config": dataclasses.asdict(config),
+        "sources": sources or {},
+        "total_steps": total_steps,
         "model": identity,
         "identity_digest": identity_digest(identity),
         "device": str(device),

@@ -28,6 +28,7 @@ from tandem.train.attempt import RESUME, START, Attempt, check_total_steps, clai
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest
 from tandem.train.checkpoint import load as load_checkpoint
 from tandem.train.config import CONFIGS, TrainConfig, config_from_dict
+from tandem.train.flags import DEFAULT, FLAG, RECORD
 from tandem.train.loggers import Loggers
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
 
@@ -53,6 +54,8 @@ class RunWriter:
         self.last_checkpoint: Path | None = None
         self.start_step = 0
         self.identity: dict = {}
+        self.given: Collection[str] | None = None  # the settings the caller set: names, or name -> source
+        self.chosen: dict[str, str] = {}  # settings the run chose for itself -> what chose them
         self.begun = False
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
@@ -63,6 +66,7 @@ class RunWriter:
         """Rank 0 takes the run's lock and plans this attempt under it, once; every rank gets the config it
         trains and reads the same checkpoint. UsageError, on every rank, when the attempt must not run."""
         plan, problem = None, None
+        self.given = given
         if self.is_main:
             try:
                 self.attempt, self.lock = claim_attempt(self.kind, config, given, report=self.report)
@@ -130,6 +134,8 @@ class RunWriter:
                 resumed_from=self.resumed_from,
                 changes=recorded_changes(attempt, previous),
                 previous=previous,
+                sources=self.sources(config, previous),
+                total_steps=total_steps,
             )
             run.write_config(resolved)
             if self.state is not None:
@@ -139,6 +145,27 @@ class RunWriter:
         self.report(f"run: {self.dir.path}" + (f" (resuming {self.resumed_from.name})" if self.state else ""))
         distributed.gather(None)  # no rank trains before the run's files are in place
         return self.state
+
+    def sources(self, config: TrainConfig, previous: dict) -> dict[str, str]:
+        """config.json's "sources": where each setting came from. A flag or a --config file (as the caller
+        says), what the run chose for itself ("chosen by ..."), the run's record when it is continued (with
+        what that record said), else the default."""
+        given = self.given
+        if given is None:  # run_training called with a whole config: every setting is the caller's
+            given = dict.fromkeys((f.name for f in dataclasses.fields(config)), "set by the caller")
+        elif not isinstance(given, dict):
+            given = dict.fromkeys(given, FLAG)
+        continued = self.attempt is not None and self.attempt.action != START
+        recorded = previous.get("sources") if continued and isinstance(previous.get("sources"), dict) else {}
+        found = {}
+        for f in dataclasses.fields(config):
+            if f.name in self.chosen:
+                found[f.name] = self.chosen[f.name]
+            elif f.name in given:
+                found[f.name] = given[f.name]
+            else:
+                found[f.name] = recorded.get(f.name, RECORD) if continued else DEFAULT
+        return found
 
     # -- during training ----------------------------------------------------
 

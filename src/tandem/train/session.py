@@ -10,6 +10,7 @@ Every method that may talk to other ranks is called by all ranks at the same ste
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Collection
 
@@ -22,7 +23,7 @@ from tandem.train import distributed, memory
 from tandem.train.checkpoint import restore_rng
 from tandem.train.config import TrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
-from tandem.train.flags import flag_text
+from tandem.train.flags import CHOSEN, flag_text
 from tandem.train.run_writer import RunWriter
 from tandem.train.validate import validate
 
@@ -125,6 +126,10 @@ class Session:
         c, chosen = resolve_for_device(
             self.kind, c, self.device.type, self.layout.world_size, len(self.data.train_images)
         )
+        self.run.chosen.update(dict.fromkeys(chosen, f"{CHOSEN} the device ({self.device.type})"))
+        if not c.image_size:
+            c = dataclasses.replace(c, image_size=self.data.image_shape[-1])
+            self.run.chosen["image_size"] = f"{CHOSEN} the dataset"
         if chosen:
             shown = ", ".join(flag_text(name, value) for name, value in chosen.items())
             self.print(f"chosen for {self.device.type}: {shown} (flags given override these)")
@@ -134,6 +139,13 @@ class Session:
                 f"{c.dataset}; pass a smaller --batch-size"
             )
         return c
+
+    def choose(self, by: str, **values) -> TrainConfig:
+        """Settings left at 0 that the trainer fixes now (the model's shape): trained with, and recorded in
+        config.json as "chosen by <by>". Returns the config."""
+        self.config = dataclasses.replace(self.config, **values)
+        self.run.chosen.update(dict.fromkeys(values, f"{CHOSEN} {by}"))
+        return self.config
 
     @property
     def dataset_sizes(self) -> dict[str, int]:
