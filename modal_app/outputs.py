@@ -10,7 +10,8 @@ from tandem.files import atomic_write
 from tandem.runs import Entry, RunsFolder
 
 WANTED_FILES = ("config.json", "metrics.jsonl", "loss_curve.png")
-WANTED_DIRS = ("samples", "tensorboard")  # `tensorboard --logdir outputs` reads the events here
+EVENTS = "events.out.tfevents."  # TensorBoard's, in the run directory: `tensorboard --logdir outputs` reads them
+WANTED_DIRS = ("samples", "tensorboard")  # tensorboard/: where older runs kept their events
 THE_FILE = "."  # how a reader lists a path that is a file: the file itself
 
 
@@ -19,7 +20,9 @@ def wanted(relative: str) -> bool:
     parts = PurePosixPath(relative).parts
     if not parts or any(part.startswith(".") for part in parts):  # temporaries of atomic writes
         return False
-    return (len(parts) == 1 and parts[0] in WANTED_FILES) or (len(parts) > 1 and parts[0] in WANTED_DIRS)
+    if len(parts) == 1:
+        return parts[0] in WANTED_FILES or parts[0].startswith(EVENTS)
+    return parts[0] in WANTED_DIRS
 
 
 class DirFiles(RunsFolder):

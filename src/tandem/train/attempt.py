@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, TrainConfig
-from tandem.train.flags import TYPE_WORDS, flag_name, flag_text, show_value
+from tandem.train.flags import CHOSEN, TYPE_WORDS, flag_name, flag_text, show_value
 from tandem.train.run import RunDir, RunLock
 from tandem.train.validate import validate
 
@@ -109,7 +109,7 @@ def plan_attempt(
         )
     found = run.checkpoints.latest_valid(report=report)
     if found is None:
-        resolved, _ = _merge(kind, record["config"] if record else {}, config, given, start_over=True)
+        resolved, _ = _merge(kind, record["config"] if record else {}, config, given, start_over=True, record=record)
         return Attempt(
             START_OVER,
             resolved,
@@ -123,7 +123,7 @@ def plan_attempt(
             f"checkpoint {checkpoint} is a {state.get('kind')} checkpoint; resume it with tandem train {state.get('kind')}"
         )
     recorded = record["config"] if record else state.get("config") or {}
-    resolved, changes = _merge(kind, recorded, config, given, start_over=False)
+    resolved, changes = _merge(kind, recorded, config, given, start_over=False, record=record)
     step = state["step"]
     _check_length(kind, run, resolved, recorded, step, total_steps, changes)
     shown = "; ".join(f"{flag_name(k)} {show_value(a)} -> {show_value(b)}" for k, (a, b) in changes.items())
@@ -183,10 +183,14 @@ def locate_run(kind: str, config: TrainConfig) -> Path:
     return RunDir.new_path(config.runs_dir, kind, "")
 
 
-def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, start_over: bool):
-    """The run's recorded settings, with this attempt's given ones where they may change."""
+def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, start_over: bool, record=None):
+    """The run's recorded settings, with this attempt's given ones where they may change. A setting the run
+    chose for itself (its record's sources say "chosen by ...") is kept when this attempt leaves it to be
+    chosen (0, None): the record holds what that choice was."""
     cls = CONFIGS[kind]
     types = typing.get_type_hints(cls)
+    sources = (record or {}).get("sources") if isinstance((record or {}).get("sources"), dict) else {}
+    chosen = {name for name, source in sources.items() if str(source).startswith(CHOSEN)}
     values, changes = {}, {}
     for f in fields(cls):
         now = getattr(config, f.name)
@@ -194,7 +198,8 @@ def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, s
             values[f.name] = now
             continue
         before = _recorded_value(recorded[f.name], types[f.name], f.name)
-        if f.name not in given or now == before:
+        left_to_choose = f.name in chosen and now in (0, None) and not isinstance(now, bool)
+        if f.name not in given or now == before or left_to_choose:
             values[f.name] = before
         elif start_over or f.name in CHANGEABLE:
             values[f.name] = now

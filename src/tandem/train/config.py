@@ -75,8 +75,9 @@ class TrainConfig:
     # Not --log: torchrun reads the whole command line and refuses --log as a prefix of its --log-dir etc.
     loggers: str = setting(
         "auto",
-        help="loggers besides metrics.jsonl, comma-separated: tensorboard (<run>/tensorboard/), wandb (key from "
-        "WANDB_API_KEY or `wandb login`); auto: tensorboard when installed; none",
+        help="loggers added to metrics.jsonl and TensorBoard (event files in the run directory; on whenever "
+        "installed), comma-separated: wandb (key from WANDB_API_KEY or `wandb login`); none: no TensorBoard "
+        "(none,wandb: W&B alone)",
     )
     wandb_project: str = setting("tandem", help="the Weights & Biases project of --loggers wandb")
     # optimisation

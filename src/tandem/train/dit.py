@@ -162,7 +162,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         images = class_samples(
             ema.module, labels, image_shape, steps=c.sample_steps, solver=c.solver, cfg_scale=c.cfg_scale, seed=c.seed
         )
-        return save_grid(
+        path = save_grid(
             images,
             c.samples_per_class,
             s.run.dir.samples_dir / f"step_{step:07d}.png",
@@ -170,6 +170,8 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             caption=caption(s.run.dir.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
             latest=s.run.dir.samples_dir / LATEST,
         )
+        s.run.log_image("samples", path, step)
+        return path
 
     s.print(
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "

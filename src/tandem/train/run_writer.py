@@ -56,6 +56,7 @@ class RunWriter:
         self.identity: dict = {}
         self.given: Collection[str] | None = None  # the settings the caller set: names, or name -> source
         self.chosen: dict[str, str] = {}  # settings the run chose for itself -> what chose them
+        self.last_loss: float | None = None  # the last logged loss window's mean
         self.begun = False
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
@@ -177,6 +178,13 @@ class RunWriter:
         if self.is_main and self.begun:
             self.dir.log(record)
             self.loggers.log(record)
+            if "loss" in record:
+                self.last_loss = record["loss"]
+
+    def log_image(self, tag: str, path: Path, step: int) -> None:
+        """A grid written to the run (rank 0), shown by the loggers as an image of `step`."""
+        if self.is_main and self.begun:
+            self.loggers.log_image(tag, path, step)
 
     def save(self, step: int, training_state: dict, generators: dict[str, torch.Generator]) -> Path | None:
         """Collective: gathers every rank's random streams; rank 0 writes the file (in the background)."""
@@ -232,6 +240,8 @@ class RunWriter:
         if self.is_main:
             self.wait()
             self.log({"step": step, "final": True, "status": status, **metrics, "timing": timing})
+            final = {"loss": self.last_loss, **metrics} if self.last_loss is not None else metrics
+            self.loggers.hparams(dataclasses.asdict(self.config), final, step)
             artifacts = {"loss_curve": self.dir.plot_loss_curve(), **artifacts}
             if self.last_checkpoint:
                 artifacts["checkpoint"] = self.last_checkpoint
