@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tandem.train.loop import LossWindow, train_loop
+from tandem.train.loop import LossWindow, duration, progress_line, train_loop
 
 
 def test_loss_window_means_and_resets():
@@ -47,13 +47,13 @@ class Recorder:
         raise AssertionError(f"diverged at {step}")
 
 
-def session(stop_after: int = 0) -> SimpleNamespace:
+def session(stop_after: int = 0, printed: list | None = None) -> SimpleNamespace:
     """What the loop reads of a Session: one process on the CPU, and its run."""
     config = SimpleNamespace(log_every=2, checkpoint_every=3, compile=False, stop_after=stop_after, batch_size=4)
     layout = SimpleNamespace(world_size=1, rank=0)
     return SimpleNamespace(
         config=config, run=Recorder(), layout=layout, device=torch.device("cpu"), is_main=True, kind="dit",
-        generators={}, print=lambda *args: None,
+        generators={}, print=(printed if printed is not None else []).append,
     )  # fmt: skip
 
 
@@ -102,3 +102,28 @@ def test_a_stop_request_checkpoints_that_step_and_ends_the_loop():
     s = session(stop_after=1)
     assert run(s, 6) == (1, {})
     assert s.run.events == [("log", 1, 0.0), ("checkpoint", 1, "state"), ("checkpoints on disk",)]
+
+
+def test_a_progress_line_says_where_the_run_is_and_how_long_is_left():
+    record = {"step": 120, "loss": 0.58213, "lr": 1.89e-3, "grad_norm": 0.41234, "img_per_s": 1290.4, "elapsed_s": 62}
+    assert progress_line(record, 600, 248.2) == (
+        "step 120/600 ( 20%)  loss 0.5821  lr 1.89e-03  grad 0.412  1,290 img/s  elapsed 1m02s  ETA 4m08s"
+    )
+    assert [duration(s) for s in (0.4, 45, 248, 7380, float("nan"))] == ["0s", "45s", "4m08s", "2h03m", "?"]
+
+
+def test_every_log_interval_prints_its_line_and_a_terminal_keeps_the_bar(monkeypatch, capsys):
+    import sys
+
+    printed = []
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar is drawn on stderr
+    run(session(printed=printed), 6)
+    assert [line.split("  ")[0] for line in printed] == [
+        "step 2/6 ( 33%)",
+        "step 3/6 ( 50%)",
+        "step 4/6 ( 67%)",
+        "step 6/6 (100%)",
+    ]
+    assert all(" ETA " in line and "loss " in line and " lr 1.00e-01" in line for line in printed)
+    assert printed[-1].endswith("ETA 0s")
+    assert "6/6" in capsys.readouterr().err  # the bar, drawn beside the lines

@@ -11,6 +11,7 @@ window and where the time went. What it writes goes through the session's RunWri
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -104,6 +105,13 @@ class Clock:
         self._last_log, self._untimed = (now, step), 0.0
         return rate
 
+    def eta(self, step: int, total_steps: int) -> float:
+        """Seconds left to `total_steps` at this attempt's pace so far, the work between steps included
+        (compiling, a one-off, left out)."""
+        done = step - self.start_step
+        spent = time.perf_counter() - self.started - self.spent["compile"]
+        return spent / done * (total_steps - step) if done > 0 else float("nan")
+
     def end(self) -> None:
         self.seconds = time.perf_counter() - self.started
 
@@ -154,7 +162,7 @@ def train_loop(
             checkpoint_due = stopping or step == total_steps or (c.checkpoint_every and step % c.checkpoint_every == 0)
             if step % c.log_every == 0 or evaluation_due or checkpoint_due:
                 # ends the run (TrainingDiverged) on a NaN/inf loss, before anything else is saved
-                log_window(s, clock, step, window, bar, lr=lr())
+                log_window(s, clock, step, total_steps, window, bar, lr=lr())
             if evaluation_due:
                 with clock.untimed("evaluate"):
                     metrics = evaluate(step)
@@ -198,8 +206,9 @@ def should_stop(s: Session, step: int, stop: StopSignal) -> bool:
     return requested or by_limit
 
 
-def log_window(s: Session, clock: Clock, step: int, window: LossWindow, bar: tqdm, **extra) -> dict:
-    """Read the window's losses; end the run on NaN/inf before anything is saved; log and show the rest."""
+def log_window(s: Session, clock: Clock, step: int, total_steps: int, window: LossWindow, bar: tqdm, **extra) -> dict:
+    """Read the window's losses; end the run on NaN/inf before anything is saved; log the rest, and show it
+    as one line (above the progress bar at a terminal, so that each stays in the scrollback)."""
     loss, grad_norm, bad = window.read()
     first_bad = distributed.min_all(float("inf") if bad is None else bad, s.device)
     if first_bad != float("inf"):
@@ -215,12 +224,30 @@ def log_window(s: Session, clock: Clock, step: int, window: LossWindow, bar: tqd
     }
     s.run.log(record)
     bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{record['img_per_s']:,.0f}", refresh=False)
-    if bar.disable:
-        s.print(
-            f"step {step:>6}  loss {loss:.4f}  lr {record.get('lr', 0):.2e}  "
-            f"{record['img_per_s']:,.0f} img/s  {record['elapsed_s']:.0f}s"
-        )
+    s.print(progress_line(record, total_steps, clock.eta(step, total_steps)))
     return record
+
+
+def progress_line(record: dict, total_steps: int, eta: float) -> str:
+    """step 120/600 (20%)  loss 0.5821  lr 1.89e-03  grad 0.412  1,290 img/s  elapsed 1m02s  ETA 4m08s"""
+    step, width = record["step"], len(str(total_steps))
+    return (
+        f"step {step:>{width}}/{total_steps} ({step / max(total_steps, 1):4.0%})  loss {record['loss']:.4f}  "
+        f"lr {record.get('lr', 0):.2e}  grad {record['grad_norm']:.3g}  {record['img_per_s']:,.0f} img/s  "
+        f"elapsed {duration(record['elapsed_s'])}  ETA {duration(eta)}"
+    )
+
+
+def duration(seconds: float) -> str:
+    """45s, 4m08s, 2h03m: a length of time as people read it ("?" until there is one)."""
+    if not math.isfinite(seconds):  # nothing measured yet
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def compiled(s: Session, clock: Clock, step: int, seconds: float) -> None:
