@@ -145,12 +145,13 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     run = runs_dir / "cli"
     assert (run / "checkpoints" / "step_0000002.pt").exists()
 
+    trained = (run / "samples" / "latest.png").read_bytes()  # training's newest grid
     sample = ["sample", "--run", str(run), "--samples-per-class", "3", "--sample-steps", "2", "--device", "cpu"]
     assert main(sample) == 0
-    first = run / "samples" / "sample_step_0000002_euler_2steps_cfg1.5_seed0.png"
+    first = run / "samples" / "sample_step_0000002_euler_2steps_cfg1.5_seed0_3per-class.png"
     with Image.open(first) as png:  # 48-pixel tiles, labels 0-9 beside them, a caption above
         assert png.size[0] == grid_layout(10, 3, 8, DIGITS).size[0] and png.size[1] > 10 * 50
-    assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()
+    assert (run / "samples" / "latest.png").read_bytes() == trained  # still training's
 
     out = tmp_path / "elsewhere" / "grid.png"
     checkpoint_path = run / "checkpoints" / "step_0000002.pt"
@@ -159,7 +160,7 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     with Image.open(out) as png:
         assert png.size[0] == grid_layout(10, 1, 8, DIGITS).size[0]
     assert str(out) in capsys.readouterr().out
-    assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()  # --out elsewhere: not the latest
+    assert (run / "samples" / "latest.png").read_bytes() == trained
 
 
 def test_a_config_file_reruns_or_varies_a_run(fast_flags, runs_dir, tmp_path):
@@ -192,20 +193,29 @@ def test_dit_shape_beyond_the_presets(dit_config):
     assert state["model"]["blocks.0.attn.qkv.weight"].shape == (192, 64)
 
 
-def test_sampling_twice_never_replaces_a_grid(existing_run, capsys):
+def test_the_same_settings_point_at_their_grid_and_force_draws_it_again(existing_run, capsys):
     run = Path(existing_run.run_dir)
     base = ["sample", "--run", str(run), "--samples-per-class", "1", "--sample-steps", "1", "--device", "cpu"]
-    for cfg in ("2", "4", "4"):
-        assert main([*base, "--cfg-scale", cfg]) == 0
+    for extra in (["--cfg-scale", "2"], ["--cfg-scale", "4"], ["--cfg-scale", "4"]):
+        assert main([*base, *extra]) == 0
+    grid = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class.png"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{grid} has these settings already; open it, or pass another --seed for new noise "
+        "(--force draws this grid again as a new file)"
+    )
+    assert main([*base, "--cfg-scale", "4", "--force"]) == 0
+    assert main([*base, "--cfg-scale", "4", "--seed", "1"]) == 0
     names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
     assert names == [
-        "sample_step_0000001_euler_1steps_cfg2_seed0.png",
-        "sample_step_0000001_euler_1steps_cfg4_seed0-2.png",
-        "sample_step_0000001_euler_1steps_cfg4_seed0.png",
+        "sample_step_0000001_euler_1steps_cfg2_seed0_1per-class.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class-2.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed1_1per-class.png",
     ]
-    newest = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0-2.png"
-    assert (run / "samples" / "latest.png").read_bytes() == newest.read_bytes()
-    assert "wrote " + str(newest) in capsys.readouterr().out.splitlines()[-1]
+    again = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class-2.png"
+    assert again.read_bytes() == grid.read_bytes()  # --force: the same noise, the same grid, asked for
+    trained = run / "samples" / "step_0000001.png"  # the grid training drew at its end
+    assert (run / "samples" / "latest.png").read_bytes() == trained.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -249,6 +259,8 @@ def test_sample_takes_a_run_name_or_a_path(existing_run, monkeypatch, tmp_path, 
     assert main([*base, "--run", run.name]) == 0
     assert main([*base, "--run", str(run), "--seed", "1"]) == 0
     names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
-    assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0.png", "1.png"]
+    assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0_1per-class.png", "1_1per-class.png"]
     assert main([*base, "--run", "no-such-run"]) == 2
-    assert f"no usable checkpoint in {run.parent / 'no-such-run'}/checkpoints" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"tandem sample: error: --run no-such-run: no such run in {run.parent}; its dit runs, newest first: old\n"
+    )

@@ -51,8 +51,9 @@ def register(subparsers) -> None:
         "sample",
         help="write a sample grid (one row per class) from a DiT checkpoint",
         description="Sample a class-conditional grid from a DiT checkpoint (its EMA weights by default). "
-        "A grid never replaces a file: the default name carries step, solver, steps, cfg scale and seed, "
-        "and takes the next free name (-2, -3, ...) when that one exists; an existing --out is refused.",
+        "A grid never replaces a file: the default name carries step, solver, steps, cfg scale, seed, weights "
+        "and columns, and settings that already made a grid point at it (another --seed draws new noise; "
+        "--force draws the same again as a new file); an existing --out is refused.",
         formatter_class=DefaultsHelpFormatter,
     )
     source = sample.add_mutually_exclusive_group(required=True)
@@ -84,8 +85,13 @@ def register(subparsers) -> None:
     sample.add_argument(
         "--out",
         metavar="PNG",
-        help="output file, which must not exist (default: a new file in <run>/samples/ named after step, "
-        "solver, steps, cfg scale and seed; <run>/samples/latest.png becomes a copy of it)",
+        help="output file, which must not exist (default: <run>/samples/ named after step, solver, steps, cfg "
+        "scale, seed, weights and columns; samples/latest.png stays training's newest grid)",
+    )
+    sample.add_argument(
+        "--force",
+        action="store_true",
+        help="draw a grid whose settings already made one, as a new file (-2, -3, ...): the same noise again",
     )
     sample.set_defaults(func=sample_command)
 
@@ -192,10 +198,23 @@ def sample_command(args: argparse.Namespace) -> int:
         path, state = found
     if state.get("kind") != "dit":
         raise UsageError(f"{path} is a {state.get('kind')} checkpoint; tandem sample needs a DiT checkpoint")
+    trained, step, per_class = state["config"], state["step"], args.samples_per_class
+    steps = args.sample_steps or trained["sample_steps"]
+    solver = args.solver or trained["solver"]
+    cfg_scale = trained["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
+    run_dir = path.parent.parent
+    samples_dir = run_dir / "samples"
+    name = samples.sample_name(step, solver, steps, cfg_scale, args.seed, args.ema, per_class)
+    if not args.out and not args.force and (samples_dir / name).exists():  # the same settings, the same grid
+        print(
+            f"{samples_dir / name} has these settings already; open it, or pass another --seed for new noise "
+            "(--force draws this grid again as a new file)"
+        )
+        return 0
+
     device, why = choose_device(args.device)
     if device.type == "cpu" and args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)  # a small DiT samples fastest on one thread, as it trains
-
     model_config = DiTConfig(**state["model_config"])
     model = build_dit(model_config)
     if args.ema:
@@ -205,13 +224,6 @@ def sample_command(args: argparse.Namespace) -> int:
     else:
         model.load_state_dict(state["model"])
     model = model.to(device)
-
-    trained, step, per_class = state["config"], state["step"], args.samples_per_class
-    steps = args.sample_steps or trained["sample_steps"]
-    solver = args.solver or trained["solver"]
-    cfg_scale = trained["cfg_scale"] if args.cfg_scale is None else args.cfg_scale
-    run_dir = path.parent.parent
-    samples_dir = run_dir / "samples"
 
     png = samples.grid_layout(model_config.num_classes, per_class, model_config.image_size).size
     shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
@@ -236,10 +248,9 @@ def sample_command(args: argparse.Namespace) -> int:
         except FileExistsError:
             raise UsageError(f"--out {args.out} appeared while sampling; pass a new --out") from None
     else:
-        name = samples.sample_name(step, solver, steps, cfg_scale, args.seed, args.ema)
         for candidate in samples.free_names(samples_dir / name):
             try:
-                out = samples.save_grid(images, per_class, candidate, latest=samples_dir / samples.LATEST, **grid)
+                out = samples.save_grid(images, per_class, candidate, **grid)
                 break
             except FileExistsError:
                 continue
