@@ -58,7 +58,7 @@ def heavy_imports(argv: list[str]) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per command (median reported)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--sample-run", metavar="DIR", help="a DiT run directory: also time `tandem sample` on it")

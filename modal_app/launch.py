@@ -136,23 +136,46 @@ def training_config(request: Request, where: str):
     from tandem.train.flags import GIVEN
 
     kind = request.command
-    config = given = request.config()
+    config = request.config()
     if ref := getattr(request.tandem, RUN_REF, None):  # the run to continue, in the target's runs store
         store = source(functions.settings.runs_dir if where == "modal" else config.runs_dir, where)
         config, names = continued(kind, config, request.given(), ref, store)
         setattr(request.tandem, GIVEN, frozenset(names))
+    flag, checkpoint = "--classifier-checkpoint", getattr(config, "classifier_checkpoint", "")
     if where == "modal":
         volume_paths = {"data_dir": functions.settings.data_dir, "runs_dir": functions.settings.runs_dir}
-        if kind == "dit":
-            volume_paths["classifier_checkpoint"] = in_runs_volume(config.classifier_checkpoint)
+        if checkpoint:
+            volume_paths["classifier_checkpoint"] = volume_checkpoint(flag, checkpoint, "classifier")
         config = dataclasses.replace(config, **volume_paths)
+    elif checkpoint:  # the file a run names, recorded as the file (as `tandem train` does)
+        from tandem.runs import resolve_checkpoint
+
+        found = resolve_checkpoint(checkpoint, config.runs_dir, "classifier", flag)
+        config = dataclasses.replace(config, classifier_checkpoint=str(found))
     if not config.run_name and not config.resume:
         config = dataclasses.replace(config, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Every flag is checked before a container starts; a checkpoint named for Modal lives in its Volume.
     validate(dataclasses.replace(config, classifier_checkpoint="") if where == "modal" and kind == "dit" else config)
-    if where == "modal" and kind == "dit":
-        require_file("--classifier-checkpoint", given.classifier_checkpoint)
     return config
+
+
+def volume_checkpoint(flag: str, ref: str, kind: str) -> str:
+    """A checkpoint named for Modal, as its path in the runs Volume: a file there, or the checkpoint of a run
+    there (named as tandem.runs names runs: its best, else its newest)."""
+    from tandem.runs import checkpoint_file, resolve
+
+    relative = in_volume(ref)
+    if relative is None:  # an absolute path outside the Volume: the container checks it
+        return ref
+    if PurePosixPath(relative).suffix == ".pt":
+        require_file(flag, ref)
+        return in_runs_volume(ref)
+    store = source(functions.settings.runs_dir, "modal")
+    name = resolve(PurePosixPath(relative).parts[0] if relative.strip("/") else relative, store, kind, flag)
+    found = checkpoint_file(store, name)
+    if found is None:
+        raise UsageError(f"{flag} {ref}: run {name} in Volume {functions.RUNS_VOLUME} has saved no checkpoint yet")
+    return f"{functions.settings.runs_dir}/{name}/{found}"
 
 
 def in_runs_volume(path: str) -> str:
@@ -256,8 +279,7 @@ def require_file(flag: str, path: str) -> None:
     if relative is not None and not on_runs_store("modal", relative, the_file):
         raise UsageError(
             f"{flag} {path}: no such file in Volume {functions.RUNS_VOLUME} (paths are relative to it); "
-            f"list the runs with `modal volume ls {functions.RUNS_VOLUME}` and a run's checkpoints with "
-            f"`modal volume ls {functions.RUNS_VOLUME} <run>/checkpoints`"
+            f"pass a run instead (its name or latest: `modal run {PROG} runs` lists them)"
         )
 
 
@@ -325,6 +347,8 @@ def sample_options(request: Request, where: str) -> dict:
     """`tandem sample`'s parsed flags; on Modal, --run is a run of the runs Volume and --checkpoint a path
     inside it."""
     options = {k: v for k, v in vars(request.tandem).items() if k not in ("command", "func")}
+    if options["checkpoint"] and PurePosixPath(options["checkpoint"]).suffix != ".pt":  # a run, as --run
+        options["run"], options["checkpoint"] = options["checkpoint"], None
     if where == "modal":
         runs_dir = functions.settings.runs_dir
         if options["out"]:

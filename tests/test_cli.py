@@ -130,3 +130,19 @@ def test_parity_with_a_damaged_dockerfile(tmp_path, capsys, damage, message):
     assert main(["parity", "--project", str(root)]) == 2
     err = capsys.readouterr().err
     assert f"{dockerfile} {message}: run `tandem render`" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "typed", "meant"),
+    [
+        (["train", "dit", "--step", "5"], "--step 5", "--steps"),
+        (["train", "classifier", "--epoch", "2"], "--epoch 2", "--epochs"),
+        (["sample", "--run", "r", "--cfg", "2"], "--cfg 2", "--cfg-scale"),
+        (["runs", "--js"], "--js", "--json"),
+    ],
+)
+def test_a_flag_is_spelled_out_never_abbreviated(argv, typed, meant, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"unrecognized arguments: {typed} (did you mean {meant}?)" in capsys.readouterr().err

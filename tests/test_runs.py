@@ -220,3 +220,23 @@ def test_tandem_runs_imports_no_torch(runs):
         [sys.executable, "-c", code, "runs", "--runs-dir", str(runs)], capture_output=True, text=True, check=True
     )
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_checkpoint_is_asked_for_as_a_file_or_a_run(runs):
+    from tandem.runs import resolve_checkpoint
+
+    clf = runs / "classifier-20261202-100000"
+    assert resolve_checkpoint("class", runs, "classifier") == clf / "checkpoints" / "step_0000075.pt"
+    (clf / "checkpoints" / "best.pt").write_text("x")  # its best by validation, when it kept one
+    assert resolve_checkpoint("latest", runs, "classifier") == clf / "checkpoints" / "best.pt"
+    assert resolve_checkpoint(str(clf), "elsewhere") == clf / "checkpoints" / "best.pt"
+    file = runs / "dit-20261201-090000" / "checkpoints" / "step_0000500.pt"
+    assert resolve_checkpoint(str(file), "elsewhere") == file
+    (runs / "empty").mkdir()
+    with pytest.raises(UsageError) as refused:
+        resolve_checkpoint("empty", runs, flag="--classifier-checkpoint")
+    assert str(refused.value) == (
+        f"--classifier-checkpoint empty: the run {runs / 'empty'} has saved no checkpoint yet; pass one that has"
+    )
+    with pytest.raises(UsageError, match=r"^--checkpoint gone\.pt: no such file; pass a checkpoint file, or a run"):
+        resolve_checkpoint("gone.pt", runs)

@@ -45,12 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tandem",
         description="One pinned environment; the same trainers locally, in Docker and on Modal.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tandem {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for each in parsers(parser):  # a flag is spelled out: `--step 5` must not pass for --steps
+        each.allow_abbrev = False
     return parser
+
+
+def parsers(parser: argparse.ArgumentParser):
+    """`parser` and every subcommand's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from parsers(sub)
 
 
 def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.checkpoint_names import step_of
+from tandem.train.checkpoint_names import BEST, step_of
 
 KINDS = ("classifier", "dit")
 LATEST = "latest"
@@ -215,6 +215,32 @@ def resolve_path(ref: str, runs_dir: str | Path, kind: str | None = None, flag: 
             raise UsageError(f"{flag} {ref}: no such directory; pass a run directory, a run's name or latest")
         return path
     return Path(runs_dir) / resolve(ref, RunsFolder(runs_dir), kind, flag)
+
+
+def checkpoint_file(store, run: str) -> str | None:
+    """The checkpoint a run is used by, as a path inside it: the classifier's best by validation when it
+    kept one, else the newest; None when it has none."""
+    files = {e.path for e in store.entries(run)}
+    if f"checkpoints/{BEST}" in files:
+        return f"checkpoints/{BEST}"
+    steps = [
+        (step, path) for path in files if path.startswith("checkpoints/") and (step := step_of(path[12:])) is not None
+    ]
+    return max(steps)[1] if steps else None
+
+
+def resolve_checkpoint(ref: str, runs_dir: str | Path, kind: str | None = None, flag: str = "--checkpoint") -> Path:
+    """A checkpoint file on this machine: `ref` itself when it is a file, else the checkpoint of the run it
+    names (a directory, a name, a prefix, latest; see checkpoint_file)."""
+    if Path(ref).is_file():
+        return Path(ref)
+    if Path(ref).suffix == ".pt":
+        raise UsageError(f"{flag} {ref}: no such file; pass a checkpoint file, or a run (its name or latest)")
+    run = resolve_path(ref, runs_dir, kind, flag)
+    found = checkpoint_file(RunsFolder(run.parent), run.name)
+    if found is None:
+        raise UsageError(f"{flag} {ref}: the run {run} has saved no checkpoint yet; pass one that has")
+    return run / found
 
 
 def shown(names: list[str]) -> str:

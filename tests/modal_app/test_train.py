@@ -14,7 +14,7 @@ import pytest
 from support import REPO
 from tandem.cli import build_parser as tandem_parser
 from tandem.train.config import CONFIGS
-from tandem.train.flags import config_from_args, given_fields
+from tandem.train.flags import config_from_args
 
 H100 = {"gpu": "H100", "timeout": 4 * 3600, "cpu": 4.0, "memory": 16384}  # the settings' defaults, training
 SHORT = {**H100, "timeout": 30 * 60}
@@ -77,7 +77,8 @@ def test_readme_command_reaches_modal_with_these_options(command, modal_cli, dir
         kind, flags = training
         (sent,) = modal_cli.sent
         config, placement, given = sent.args
-        assert given == dict.fromkeys(given_fields(tandem_parser().parse_args(["train", kind, *flags])), "flag")
+        # the flags typed, and --epochs 0 beside a --steps given alone (the length is that many steps)
+        assert given == ({"steps": "flag", "epochs": "flag"} if kind == "dit" else {"dataset": "flag"})
         assert re.fullmatch(rf"{kind}-\d{{8}}-\d{{6}}", config["run_name"])  # fixed before the call
         assert config == tandem_config(kind, flags, config["run_name"])
         assert placement == {"gpu": sent.gpu.split(":")[0], "count": int((sent.gpu + ":1").split(":")[1]), **{
@@ -146,7 +147,7 @@ BAD_INPUT = [
     (["modal_app/train.py", "dit", "--timeout", "90000"], "--timeout 90000: Modal allows 1 to 86400 seconds per call"),
     (["modal_app/train.py", "check", "--timeout", "0"], "--timeout 0: Modal allows 1 to 86400 seconds per call"),
     (["modal_app/train.py", "dit", "--detach"], "under `modal run`, detach with Modal's own flag: modal run --detach"),
-    (["modal_app/train.py", "dit", "--steps", "0"], "--steps must be positive"),
+    (["modal_app/train.py", "dit", "--steps", "0"], "--steps 0 and --epochs 0: a run needs a length"),
     (["modal_app/train.py", "dit", "--bogus"], "unrecognized arguments: --bogus"),
     (
         ["modal_app/train.py", "fetch", "nothing-here"],
@@ -155,7 +156,7 @@ BAD_INPUT = [
     (
         ["modal_app/train.py", "dit", "--classifier-checkpoint", "nosuch/ckpt.pt"],
         "--classifier-checkpoint nosuch/ckpt.pt: no such file in Volume tandem-runs (paths are relative to it); "
-        "list the runs with `modal volume ls tandem-runs`",
+        "pass a run instead (its name or latest: `modal run modal_app/train.py runs` lists them)",
     ),
     (
         ["modal_app/train.py", "dit", "--classifier-checkpoint", "/runs/nosuch/ckpt.pt"],
@@ -271,8 +272,8 @@ def test_here_a_missing_classifier_checkpoint_is_tandems_own_check(modal_cli, di
     )
     assert code == 2, output
     assert output.strip().splitlines() == [
-        "modal_app/train.py dit: error: --classifier-checkpoint nosuch/ckpt.pt: no such file; pass a classifier "
-        "checkpoint (runs/<run>/checkpoints/step_*.pt)"
+        "modal_app/train.py dit: error: --classifier-checkpoint nosuch/ckpt.pt: no such file; pass a checkpoint "
+        "file, or a run (its name or latest)"
     ]
     assert modal_cli.sent == []
 
@@ -331,11 +332,15 @@ def test_run_words_name_runs_of_the_runs_volume(volume_runs, dirs):
     assert code == 0, output
     code, output = volume_runs.invoke(["modal_app/train.py", "dit", "--run", "latest", "--steps", "40"])
     assert code == 0, output
-    (sample, train) = volume_runs.sent
+    code, output = volume_runs.invoke(["modal_app/train.py", "dit", "--classifier-checkpoint", "latest"])
+    assert code == 0, output
+    (sample, train, evaluated) = volume_runs.sent
     assert sample.args[0]["run"] == "/runs/dit-20261202-090000"
     config, _, given = train.args
     assert (config["run_name"], config["resume"], config["steps"]) == ("dit-20261202-090000", True, 40)
     assert {"resume", "run_name", "steps"} <= set(given)
+    # a run where a checkpoint is asked for: the classifier run's checkpoint in the Volume
+    assert evaluated.args[0]["classifier_checkpoint"] == "/runs/classifier-20261202-100000/checkpoints/step_0000020.pt"
 
 
 def test_an_ambiguous_run_on_the_volume_is_one_line(volume_runs, dirs):

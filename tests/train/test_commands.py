@@ -63,7 +63,7 @@ BAD_INPUT = [
     (["train", "classifier", "--lr", "inf"], "--lr must be a finite number"),
     (["train", "dit", "--run-name", "../x"], "--run-name '../x' is not a plain directory name"),
     (["train", "dit", "--run-name", "{a_file_name}", "--runs-dir", "{tmp}"], "is a file, not a run"),
-    (["train", "dit", "--width", "100"], "--width 100 must be a multiple of 4 and of --heads 6"),
+    (["train", "dit", "--hidden-size", "100"], "--hidden-size 100 must be a multiple of 4 and of --heads 6"),
     (["train", "dit", "--heads", "-1"], "--heads"),
     (["train", "dit", "--config", "{bad_key_toml}"], "unknown key 'nope'"),
     (["train", "dit", "--config", "{wrong_type_toml}"], "steps = '3' is not an integer"),
@@ -183,7 +183,7 @@ def test_a_config_file_reruns_or_varies_a_run(fast_flags, runs_dir, tmp_path):
 
 
 def test_dit_shape_beyond_the_presets(dit_config):
-    result = run_training("dit", dit_config(run_name="shape", steps=1, depth=2, width=64, heads=4))
+    result = run_training("dit", dit_config(run_name="shape", steps=1, depth=2, hidden_size=64, heads=4))
     state = checkpoint.load(Path(result.checkpoint))
     shape = {k: state["model_config"][k] for k in ("depth", "hidden_size", "num_heads")}
     assert shape == {"depth": 2, "hidden_size": 64, "num_heads": 4}
@@ -264,3 +264,25 @@ def test_sample_takes_a_run_name_or_a_path(existing_run, monkeypatch, tmp_path, 
     assert capsys.readouterr().err == (
         f"tandem sample: error: --run no-such-run: no such run in {run.parent}; its dit runs, newest first: old\n"
     )
+
+
+def test_a_length_in_epochs_for_the_dit_and_in_steps_for_the_classifier(fast_flags, runs_dir, capsys):
+    dit = fast_flags(run_name="dit-epochs", steps=0, epochs=1, batch_size=256)  # 1,437 images: 5 steps
+    assert main(["train", "dit", *dit]) == 0
+    record = json.loads((runs_dir / "dit-epochs" / "config.json").read_text())
+    assert (record["config"]["steps"], record["config"]["epochs"], record["total_steps"]) == (0, 1, 5)
+    classifier = fast_flags("classifier", run_name="clf-steps", steps=3, epochs=0)
+    assert main(["train", "classifier", *classifier]) == 0
+    record = json.loads((runs_dir / "clf-steps" / "config.json").read_text())
+    assert (record["config"]["steps"], record["config"]["epochs"], record["total_steps"]) == (3, 0, 3)
+    assert "completed at step 3" in capsys.readouterr().out
+
+
+def test_a_run_is_taken_where_a_checkpoint_is_asked_for(fast_flags, runs_dir, existing_run, monkeypatch):
+    monkeypatch.setenv("TANDEM_RUNS_DIR", str(runs_dir))
+    assert main(["train", "classifier", *fast_flags("classifier", run_name="judge", epochs=1)]) == 0
+    argv = [*fast_flags(run_name="judged", steps=1, eval_samples=20), "--classifier-checkpoint", "latest"]
+    assert main(["train", "dit", *argv]) == 0
+    record = json.loads((runs_dir / "judged" / "config.json").read_text())
+    assert Path(record["config"]["classifier_checkpoint"]).parent == runs_dir / "judge" / "checkpoints"
+    assert main(["sample", "--checkpoint", str(runs_dir / "old"), "--samples-per-class", "1", "--device", "cpu"]) == 0

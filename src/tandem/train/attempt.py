@@ -15,7 +15,6 @@ continuation makes it longer.
 
 from __future__ import annotations
 
-import math
 import shutil
 import typing
 from collections.abc import Callable, Collection
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, TrainConfig
-from tandem.train.flags import CHOSEN, TYPE_WORDS, flag_name, flag_text, show_value
+from tandem.train.flags import CHOSEN, LENGTHS, TYPE_WORDS, flag_name, flag_text, show_value
 from tandem.train.run import RunDir, RunLock
 from tandem.train.validate import validate
 
@@ -55,7 +54,6 @@ CHANGEABLE = frozenset(
     }
 )
 PER_ATTEMPT = frozenset({"resume", "stop_after", "runs_dir", "run_name", "data_dir"})
-LENGTH = {"dit": "steps", "classifier": "epochs"}
 
 
 @dataclass
@@ -226,17 +224,21 @@ def _recorded_value(value, kind: type, name: str):
     return value
 
 
+def _length(config: TrainConfig) -> str:
+    """The run's length as flags: --steps 600, --epochs 15, or both (whichever ends first)."""
+    return " and ".join(flag_text(name, getattr(config, name)) for name in ("steps", "epochs") if getattr(config, name))
+
+
 def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> None:
     """A continued run trains on from `step`: it may be extended, never cut below it, and one that is
-    complete must be extended to continue."""
-    length = LENGTH[kind]
-    flag = flag_name(length)
-    if kind == "dit":
+    complete must be extended to continue. `total_steps`: the run's length in steps, when known (a length
+    in epochs is known once the data is)."""
+    if total_steps is None and not resolved.epochs:
         total_steps = resolved.steps
     if total_steps is not None and total_steps < step:
         raise UsageError(
-            f"--resume: {flag} {getattr(resolved, length)} ends before step {step}, which {run.path} has reached; "
-            f"pass a larger {flag}"
+            f"--resume: {_length(resolved)} ends before step {step}, which {run.path} has reached; "
+            "pass a larger --steps or --epochs"
         )
     # Complete: it reached its length and its final record was written; one killed between its last
     # checkpoint and that record continues, training nothing, to write its final artefacts.
@@ -244,10 +246,10 @@ def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> 
     finished = bool(finals) and finals[-1].get("status") == "completed" and finals[-1]["step"] == step
     if total_steps is not None:
         complete = finished and step >= total_steps
-    else:  # the classifier before its data is loaded: a longer --epochs is more to train
-        complete = finished and not getattr(resolved, length) > recorded.get(length, math.inf)
+    else:  # a length in epochs before the data is loaded: a changed length is decided once it is
+        complete = finished and not (LENGTHS & changes.keys())
     if complete:
         raise UsageError(
-            f"--resume: {run.path} is complete (step {step}, {flag} {getattr(resolved, length)}); "
-            f"pass a larger {flag} to train it further, or start a new run with another --run-name"
+            f"--resume: {run.path} is complete (step {step}, {_length(resolved)}); pass a larger --steps or "
+            "--epochs to train it further, or start a new run with another --run-name"
         )

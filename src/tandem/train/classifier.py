@@ -18,6 +18,7 @@ from tandem.models.classifier import airbench_width
 from tandem.train import distributed
 from tandem.train.batches import BatchPlan
 from tandem.train.config import ClassifierTrainConfig
+from tandem.train.config import total_steps as run_length
 from tandem.train.device import autocast
 from tandem.train.evaluate import predict
 from tandem.train.loop import train_loop
@@ -141,7 +142,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     if s.run.state is not None:
         s.run.state["identity"] = with_width(s.run.state["identity"])
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
-    total_steps = c.epochs * plan.steps_per_epoch
+    total_steps = run_length(c, plan.steps_per_epoch)
     resume = s.begin({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # the last check
 
     train_step = ClassifierStep.create(

@@ -7,6 +7,7 @@ flags back into a config and calls run_training, exactly as the Docker image and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import sys
@@ -57,7 +58,7 @@ def register(subparsers) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     source = sample.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="PATH", help="a DiT checkpoint file")
+    source.add_argument("--checkpoint", metavar="PATH", help="a DiT checkpoint file (or a run directory, as --run)")
     source.add_argument(
         "--run",
         metavar="RUN",
@@ -110,7 +111,7 @@ def register(subparsers) -> None:
 
 
 def train_command(kind: str, args: argparse.Namespace) -> int:
-    from tandem.runs import RunsFolder
+    from tandem.runs import RunsFolder, resolve_checkpoint
     from tandem.train import run_training
     from tandem.train.checkpoint import CheckpointWriteError
     from tandem.train.run import TrainingDiverged
@@ -119,6 +120,9 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
     given = sources(args)  # the settings given, and where each came from
     if ref := getattr(args, RUN_REF, None):
         config, given = continued(kind, config, given, ref, RunsFolder(config.runs_dir))
+    if ref := getattr(config, "classifier_checkpoint", ""):  # the file a run names, recorded as the file
+        found = resolve_checkpoint(ref, config.runs_dir, "classifier", "--classifier-checkpoint")
+        config = dataclasses.replace(config, classifier_checkpoint=str(found))
     try:  # a continued run trains its recorded config, with the flags given where they may change
         run_training(kind, config, given)
     except (TrainingDiverged, CheckpointWriteError) as exc:
@@ -137,8 +141,6 @@ def train_command(kind: str, args: argparse.Namespace) -> int:
 def continued(kind: str, config: TrainConfig, given: dict, ref: str, store) -> tuple[TrainConfig, dict[str, str]]:
     """`--run REF`: the config continues the run REF names in `store` (as --resume --run-name NAME); the
     settings given (with where each came from) grow by those two."""
-    import dataclasses
-
     from tandem.runs import resolve
 
     if "run_name" in given and config.run_name:
@@ -187,14 +189,15 @@ def sample_command(args: argparse.Namespace) -> int:
         check_out(Path(args.out))
         if Path(args.out).exists():
             raise UsageError(f"--out {args.out} already exists; tandem never replaces a grid: pass a new --out")
-    if args.checkpoint:
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
         path = Path(args.checkpoint)
         state = checkpoint.load_or_fail(path, "--checkpoint")
-    else:
-        run = resolve_path(args.run, default_runs_dir(), kind="dit")
+    else:  # a run, named or as its directory: its latest valid checkpoint
+        flag, ref = ("--run", args.run) if args.run else ("--checkpoint", args.checkpoint)
+        run = resolve_path(ref, default_runs_dir(), "dit", flag)
         found = checkpoint.CheckpointDir(run / "checkpoints").latest_valid()
         if found is None:
-            raise UsageError(f"--run {args.run}: no usable checkpoint in {run}/checkpoints; pass a DiT run")
+            raise UsageError(f"{flag} {ref}: no usable checkpoint in {run}/checkpoints; pass a DiT run")
         path, state = found
     if state.get("kind") != "dit":
         raise UsageError(f"{path} is a {state.get('kind')} checkpoint; tandem sample needs a DiT checkpoint")

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, TrainConfig
+from tandem.train.config import CONFIGS, TrainConfig, upgrade_settings
 
 
 def flag_name(name: str) -> str:
@@ -41,6 +41,7 @@ SOURCES = "setting_sources"  # the namespace attribute saying where the given fi
 # Where a setting came from, as config.json's "sources" records it. Every setting a run chose for itself
 # (the device's batch size, the --size preset's shape, the dataset's image size) says "chosen by ...".
 FLAG, DEFAULT, RECORD, CHOSEN = "flag", "default", "run record", "chosen by"
+LENGTHS = frozenset({"steps", "epochs"})
 
 
 def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
@@ -113,13 +114,24 @@ def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
     """The config the flags give: a --config file's settings first, the flags typed on top of them (the
     file's keys then count as given, see given_fields)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    found = {}
     if path := getattr(args, CONFIG_FILE, None):
         kind = next(k for k, c in CONFIGS.items() if c is cls)
         path = config_file_path(path)
         from_file = {k: v for k, v in read_config_file(path, kind).items() if k not in given_fields(args)}
         values.update(from_file)
         setattr(args, GIVEN, given_fields(args) | set(from_file))
-        setattr(args, SOURCES, dict.fromkeys(from_file, config_file_source(path)))
+        found = dict.fromkeys(from_file, config_file_source(path))
+    # A length given as one of --steps / --epochs is that length alone: the other one's default is no limit.
+    lengths = LENGTHS & given_fields(args)
+    if len(lengths) == 1:
+        (one,) = lengths
+        (other,) = LENGTHS - lengths
+        values[other] = 0
+        setattr(args, GIVEN, given_fields(args) | {other})
+        if one in found:
+            found[other] = found[one]
+    setattr(args, SOURCES, found)
     return cls(**values)
 
 
@@ -160,7 +172,6 @@ NOT_FROM_FILE = ("run_name", "resume", "stop_after")
 def read_config_file(path: str | Path, kind: str) -> dict:
     """The settings in a TOML file (name = value, names as in config.json or as flags) or in a run's
     config.json; UsageError naming the first key that is not a setting of `kind` or has the wrong type."""
-    import json
     import tomllib
 
     path = Path(path)
@@ -178,10 +189,11 @@ def read_config_file(path: str | Path, kind: str) -> dict:
             raise UsageError(f"--config {path} is a {values['kind']} run; use it with tandem train {values['kind']}")
         # What the run chose for itself (its device's batch size, its preset's shape) is chosen anew.
         recorded = values.get("sources") if isinstance(values.get("sources"), dict) else {}
-        chosen = {k for k, v in recorded.items() if str(v).startswith(CHOSEN)}
-        values = {k: v for k, v in values["config"].items() if k not in NOT_FROM_FILE and k not in chosen}
+        chosen = {k for k, v in upgrade_settings(kind, recorded).items() if str(v).startswith(CHOSEN)}
+        settings = upgrade_settings(kind, values["config"])
+        values = {k: v for k, v in settings.items() if k not in NOT_FROM_FILE and k not in chosen}
     types, out = _field_types(CONFIGS[kind]), {}
-    for key, value in values.items():
+    for key, value in upgrade_settings(kind, values).items():
         name = key.replace("-", "_")
         if name not in types:
             raise UsageError(

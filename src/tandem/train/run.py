@@ -30,6 +30,7 @@ import torch
 from tandem.errors import UsageError
 from tandem.files import atomic_write
 from tandem.train.checkpoint import CheckpointDir, identity_digest
+from tandem.train.config import RENAMED, upgrade_settings
 from tandem.train.validate import check_run_name
 
 
@@ -127,9 +128,16 @@ class RunDir:
         return self.path.is_dir() and any(p.name != RunLock.NAME for p in self.path.iterdir())
 
     def read_record(self) -> dict | None:
-        """config.json as a dict, or None when it is missing, unreadable or not a run's record."""
+        """config.json as a dict (its settings under today's names), or None when it is missing, unreadable
+        or not a run's record."""
         record = _read_object(self.config_path)
-        return record if record is not None and isinstance(record.get("config"), dict) else None
+        if record is None or not isinstance(record.get("config"), dict):
+            return None
+        if record.get("kind") in RENAMED:
+            for part in ("config", "sources"):
+                if isinstance(record.get(part), dict):
+                    record[part] = upgrade_settings(record["kind"], record[part])
+        return record
 
     def read_result(self) -> dict | None:
         """result.json as a dict, or None when there is none (the attempt ended before it could say how)."""
