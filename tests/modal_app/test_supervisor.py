@@ -214,8 +214,9 @@ def test_the_trainer_command_reproduces_the_config():
     # With the user's words: those flags, and the attempt's own (where the run is, its name, resume).
     given = attempt.trainer_command("dit", config, 1, given=["steps", "lr"])
     flags = [word for word in given[5:] if word.startswith("--")]
-    assert flags == ["--data-dir", "--runs-dir", "--run-name", "--no-resume", "--stop-after", "--lr", "--steps"]
-    assert given[given.index("--lr") + 1 : given.index("--lr") + 4] == ["0.0003", "--steps", "7"]
+    assert flags == ["--data-dir", "--runs-dir", "--run-name", "--no-resume", "--steps", "--stop-after", "--lr"]
+    assert given[given.index("--steps") + 1 : given.index("--steps") + 3] == ["7", "--stop-after"]
+    assert given[given.index("--lr") + 1] == "0.0003"
 
 
 def test_the_trainer_hears_where_the_settings_came_from():

@@ -29,7 +29,7 @@ def test_config_json_holds_what_was_trained_and_where_each_setting_came_from(few
     assert main(["train", "dit", *few_flags, "--run-name", "r", "--lr", "0.001"]) == 0
     saved = record(runs_dir / "r")
     config, sources = saved["config"], saved["sources"]
-    assert (config["depth"], config["width"], config["heads"], config["image_size"]) == (6, 192, 6, 8)
+    assert (config["depth"], config["hidden_size"], config["heads"], config["image_size"]) == (6, 192, 6, 8)
     assert (config["batch_size"], config["log_every"], config["compile"]) == (64, 10, False)
     assert {k: saved["model"][k] for k in ("depth", "hidden_size", "num_heads")} == {
         "depth": 6,
@@ -37,16 +37,16 @@ def test_config_json_holds_what_was_trained_and_where_each_setting_came_from(few
         "num_heads": 6,
     }
     assert saved["total_steps"] == 1
-    assert {k: sources[k] for k in ("depth", "width", "heads", "image_size", "batch_size", "lr", "steps", "seed")} == {
+    assert {k: sources[k] for k in ("depth", "hidden_size", "heads", "image_size", "batch_size", "lr", "seed")} == {
         "depth": "chosen by --size tiny",
-        "width": "chosen by --size tiny",
+        "hidden_size": "chosen by --size tiny",
         "heads": "chosen by --size tiny",
         "image_size": "chosen by the dataset",
         "batch_size": "chosen by the device (cpu)",
         "lr": "flag",
-        "steps": "flag",
         "seed": "default",
     }
+    assert (sources["steps"], sources["epochs"]) == ("flag", "flag")  # --steps alone: no epoch limit
     assert set(sources) == set(config)
 
 
@@ -63,7 +63,7 @@ def test_a_config_file_is_named_with_its_digest_and_chosen_settings_are_chosen_a
     # a run's directory as --config: its settings, but a new preset's shape is that preset's
     assert main(["train", "dit", *few_flags, "--run-name", "u", "--config", str(runs_dir / "t"), "--size", "S"]) == 0
     saved = record(runs_dir / "u")
-    assert (saved["config"]["depth"], saved["config"]["width"], saved["config"]["lr"]) == (12, 384, 0.0005)
+    assert (saved["config"]["depth"], saved["config"]["hidden_size"], saved["config"]["lr"]) == (12, 384, 0.0005)
     assert saved["sources"]["depth"] == "chosen by --size S"
     assert saved["sources"]["lr"].startswith(f"config file {runs_dir / 't' / 'config.json'} (sha256 ")
 
@@ -76,7 +76,9 @@ def test_a_checkpoint_from_before_shapes_were_recorded_still_resumes(few_flags, 
     state["identity"] = {**state["identity"], "depth": None, "hidden_size": None, "num_heads": None}
     checkpoint.save(state, path)  # as older versions wrote it: None for the preset's shape
     saved = record(run)
-    saved["config"].update(depth=0, width=0, heads=0)
+    saved["config"] = {k: v for k, v in saved["config"].items() if k not in ("hidden_size", "epochs")}
+    saved["config"].update(depth=0, width=0, heads=0)  # as older versions wrote it: the DiT's --width, no --epochs
+    del saved["sources"]
     (run / "config.json").write_text(json.dumps(saved))
 
     assert main(["train", "dit", "--resume", "--run-name", "old", "--steps", "2", "--runs-dir", str(runs_dir)]) == 0

@@ -74,6 +74,27 @@ class ImageData:
         )
 
 
+def hold_out(data: ImageData, fraction: float) -> tuple[ImageData, torch.Tensor, torch.Tensor]:
+    """A validation split out of the training images: `fraction` of each class, chosen by a fixed seed (the
+    same for every run of a dataset, as the test split), and the training images left. Returns the data
+    with those training images, and the held-out images and labels."""
+    if fraction <= 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=data.train_labels.device)
+        return data, data.train_images[empty], data.train_labels[empty]
+    labels = data.train_labels.cpu()
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    held = []
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        held.append(members[: round(fraction * len(members))])
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[torch.cat(held)] = False
+    keep = keep.to(data.train_labels.device)
+    kept = dataclasses.replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
+    return kept, data.train_images[~keep], data.train_labels[~keep]
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path,

@@ -126,6 +126,12 @@ class ClassifierTrainConfig(TrainConfig):
     lr_schedule: str = default("lr_schedule", "linear")
     grad_clip: float = default("grad_clip", 0.0)
     checkpoint_every: int = default("checkpoint_every", 200)
+    val_fraction: float = setting(
+        0.1,
+        help="fraction of each class of the training images held out for validation (the same for every run "
+        "of a dataset): scored every epoch, it keeps the best checkpoint (checkpoints/best.pt), whose weights "
+        "score the test set once at the end; 0: no validation, the final weights are scored",
+    )
     label_smoothing: float = setting(0.2, help="label smoothing of the cross-entropy loss")
     translate: int = setting(1, help="random-translate augmentation by up to this many pixels")
     whiten: bool = setting(True, help="airbench only: initialise the stem to whiten 2x2 patches of the data")

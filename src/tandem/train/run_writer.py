@@ -204,6 +204,22 @@ class RunWriter:
             self.last_checkpoint = self.dir.checkpoints.save(state, step, background=True)
         return self.last_checkpoint
 
+    def save_best(self, step: int, training_state: dict) -> None:
+        """checkpoints/best.pt: the weights validation prefers so far (rank 0; written at once, atomically)."""
+        from tandem.train.checkpoint import save
+        from tandem.train.checkpoint_names import BEST
+
+        if self.is_main:
+            state = {
+                "kind": self.kind,
+                "step": step,
+                "config": dataclasses.asdict(self.config),
+                "identity": self.identity,
+                "identity_digest": identity_digest(self.identity),
+                **training_state,
+            }
+            save(state, self.dir.checkpoints.directory / BEST)
+
     def wait(self) -> None:
         """The last checkpoint is on disk (or its failure raised)."""
         if self.is_main:

@@ -68,6 +68,7 @@ class Session:
             needed = memory.image_size_bytes(c.image_size, batch, getattr(c, "patch_size", 0))
             memory.require_fits(needed, self.device, f"--image-size {c.image_size}", "pass a smaller --image-size")
         self.data = self.load_data(c)
+        self.validation_size = 0  # training images a trainer holds out (tandem.data.datasets.hold_out)
         c = self.choose_for_device(c)
 
         # The global generators get the same seed on every rank, so every rank builds the same initial
@@ -149,7 +150,8 @@ class Session:
 
     @property
     def dataset_sizes(self) -> dict[str, int]:
-        return {"train": len(self.data.train_images), "test": len(self.data.test_images)}
+        sizes = {"train": len(self.data.train_images), "test": len(self.data.test_images)}
+        return sizes | ({"validation": self.validation_size} if self.validation_size else {})
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the step calls: DDP-wrapped on several ranks, compiled with --compile."""

@@ -71,6 +71,7 @@ def validate(config: TrainConfig) -> None:
         _require(c.width >= 0, f"--width must be 0 (default) or positive, got {c.width}")
         _require(c.width == 0 or c.arch == "airbench", "--width only applies to --arch airbench; drop it")
         _require(c.momentum >= 0, f"--momentum must be >= 0, got {c.momentum}")
+        _require(0 <= c.val_fraction < 1, f"--val-fraction must be in [0, 1), got {c.val_fraction}")
         _require(0 <= c.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
         _require(c.translate >= 0, f"--translate must be >= 0, got {c.translate}")
     if isinstance(c, DiTTrainConfig):
