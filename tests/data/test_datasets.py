@@ -184,3 +184,23 @@ def test_a_validation_split_is_held_out_of_the_training_images_per_class():
     again = hold_out(data, 0.1)[1]
     assert set(again[:, 0, 0, 0].tolist()) == held  # the same split every time
     assert hold_out(data, 0.0)[0] is data and len(hold_out(data, 0.0)[1]) == 0
+
+
+def test_digits_are_scikit_learns_with_its_own_split():
+    """Read from the CSV scikit-learn ships, split as train_test_split splits them (stored: no import)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from tandem.data.datasets import DIGITS_TEST_SIZE, SPLIT_SEED, _split, load_dataset
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    train, test = _split(images, digits.target.astype(np.int64), DIGITS_TEST_SIZE)
+    data = load_dataset("digits", "unused")
+    assert (len(data.train_images), len(data.test_images), SPLIT_SEED) == (1437, 360, 0)
+    assert np.array_equal(data.train_images.numpy(), train.images) and np.array_equal(
+        data.test_images.numpy(), test.images
+    )
+    assert np.array_equal(data.train_labels.numpy(), train.labels) and np.array_equal(
+        data.test_labels.numpy(), test.labels
+    )

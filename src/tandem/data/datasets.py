@@ -14,6 +14,8 @@ Splits never depend on the run's seed, so every run of a dataset is scored on th
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "ima
 
 SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
+DIGITS_SPLIT = Path(__file__).with_name("digits_split.json")  # its test images, as train_test_split chose them
 IMAGEFOLDER_TEST_FRACTION = 0.2
 
 
@@ -165,13 +168,17 @@ def _split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[Labelle
 
 
 def _load_digits(_: Path) -> ImageData:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    """scikit-learn's bundled digits, read from the CSV file it ships (importing sklearn.datasets takes
+    seconds), split as digits_split.json records (sklearn's own split of them: tests/data checks both)."""
+    csv = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(csv, delimiter=",")
+    labels = table[:, -1].astype(np.int64)
     # Pixels are counts 0..16 of set bits in 4x4 blocks; scale to the 0..255 range of every other dataset.
-    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
-    train, test = _split(images, digits.target.astype(np.int64), DIGITS_TEST_SIZE)
-    return _image_data("digits", train, test, [str(d) for d in range(10)], flip=False)
+    images = np.rint(table[:, :-1].reshape(-1, 1, 8, 8) * (255 / 16)).astype(np.uint8)
+    test = np.zeros(len(labels), dtype=bool)
+    test[json.loads(DIGITS_SPLIT.read_text())["test"]] = True
+    train, held_out = LabelledImages(images[~test], labels[~test]), LabelledImages(images[test], labels[test])
+    return _image_data("digits", train, held_out, [str(d) for d in range(10)], flip=False)
 
 
 def _idx_loader(name: str) -> Callable[[Path], ImageData]:

@@ -92,12 +92,21 @@ def hparam_metrics(metrics: dict) -> dict[str, float]:
 
 class TensorBoard:
     def __init__(self, run_dir: Path, start_step: int):
-        from torch.utils.tensorboard import SummaryWriter
+        self.run_dir, self.start_step = run_dir, start_step
+        self._writer = None
 
-        # purge_step: on resume, TensorBoard drops what an earlier attempt logged after the checkpoint
-        # (steps from start_step + 1 on), as metrics.jsonl does; those steps are redone.
-        purge = start_step + 1 if start_step else None
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
+    @property
+    def writer(self):
+        """The event writer, made when the first record comes (importing it takes a while): training
+        starts without waiting for it."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: on resume, TensorBoard drops what an earlier attempt logged after the checkpoint
+            # (steps from start_step + 1 on), as metrics.jsonl does; those steps are redone.
+            purge = self.start_step + 1 if self.start_step else None
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
+        return self._writer
 
     def log(self, record: dict) -> None:
         for tag, value in scalars(record).items():
@@ -120,7 +129,8 @@ class TensorBoard:
             self.writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class WandB:
