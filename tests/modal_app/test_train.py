@@ -42,6 +42,7 @@ README_COMMANDS = {
         None,
     ),
     "modal run modal_app/train.py check": ([("remote", "check", SHORT)], None),
+    "modal run modal_app/train.py runs": ([], None),  # the Volume read through its API: nothing started
     "modal run --detach modal_app/train.py dit --steps 200000": (
         [("spawn", "train_dit", H100)],
         ("dit", ["--steps", "200000"]),

@@ -123,7 +123,7 @@ def plan_attempt(
     recorded = record["config"] if record else state.get("config") or {}
     resolved, changes = _merge(kind, recorded, config, given, start_over=False, record=record)
     step = state["step"]
-    _check_length(kind, run, resolved, recorded, step, total_steps, changes)
+    _check_length(run, resolved, step, total_steps, changes)
     shown = "; ".join(f"{flag_name(k)} {show_value(a)} -> {show_value(b)}" for k, (a, b) in changes.items())
     note = f"resuming {run.path} from {checkpoint.name}" + (f"; changed from step {step}: {shown}" if shown else "")
     return Attempt(RESUME, resolved, run.path, checkpoint, step, changes, note, state)
@@ -157,9 +157,9 @@ def claim_attempt(
     return attempt, lock
 
 
-def check_total_steps(kind: str, attempt: Attempt, total_steps: int) -> None:
-    """A resumed classifier's length in steps is known once its data is: the same rule, now exact."""
-    _check_length(kind, RunDir(attempt.run_dir), attempt.config, {}, attempt.step, total_steps, attempt.changes)
+def check_total_steps(attempt: Attempt, total_steps: int) -> None:
+    """A resumed run's length in steps is known once its data is (a length in epochs): the same rule, exact."""
+    _check_length(RunDir(attempt.run_dir), attempt.config, attempt.step, total_steps, attempt.changes)
 
 
 def recorded_changes(attempt: Attempt | None, previous: dict) -> list[dict]:
@@ -187,8 +187,8 @@ def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, s
     chosen (0, None): the record holds what that choice was."""
     cls = CONFIGS[kind]
     types = typing.get_type_hints(cls)
-    sources = (record or {}).get("sources") if isinstance((record or {}).get("sources"), dict) else {}
-    chosen = {name for name, source in sources.items() if str(source).startswith(CHOSEN)}
+    sources = (record or {}).get("sources")
+    chosen = {n for n, source in sources.items() if str(source).startswith(CHOSEN)} if isinstance(sources, dict) else ()
     values, changes = {}, {}
     for f in fields(cls):
         now = getattr(config, f.name)
@@ -229,7 +229,7 @@ def _length(config: TrainConfig) -> str:
     return " and ".join(flag_text(name, getattr(config, name)) for name in ("steps", "epochs") if getattr(config, name))
 
 
-def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> None:
+def _check_length(run, resolved, step, total_steps, changes) -> None:
     """A continued run trains on from `step`: it may be extended, never cut below it, and one that is
     complete must be extended to continue. `total_steps`: the run's length in steps, when known (a length
     in epochs is known once the data is)."""

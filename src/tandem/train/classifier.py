@@ -243,7 +243,9 @@ class Best:
         return cls(saved["val_acc"], saved["step"], kept["model"])
 
     def offer(self, val_acc: float, step: int, model: nn.Module) -> bool:
-        if val_acc <= self.val_acc:
+        """Keep `model`'s weights when they validate at least as well: a tie goes to the later weights,
+        trained longer at a lower rate (a small validation set ties often)."""
+        if val_acc < self.val_acc:
             return False
         self.val_acc, self.step = val_acc, step
         self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

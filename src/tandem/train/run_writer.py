@@ -27,6 +27,8 @@ from tandem.train import distributed
 from tandem.train.attempt import RESUME, START, Attempt, check_total_steps, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest
 from tandem.train.checkpoint import load as load_checkpoint
+from tandem.train.checkpoint import save as save_checkpoint
+from tandem.train.checkpoint_names import BEST
 from tandem.train.config import CONFIGS, TrainConfig, config_from_dict
 from tandem.train.flags import DEFAULT, FLAG, RECORD
 from tandem.train.loggers import Loggers
@@ -108,7 +110,7 @@ class RunWriter:
                 if self.state is not None:
                     check_identity(self.resumed_from, self.state["identity"], identity, flags)
                 if total_steps is not None and self.attempt.action == RESUME:
-                    check_total_steps(self.kind, self.attempt, total_steps)
+                    check_total_steps(self.attempt, total_steps)
             except UsageError as exc:
                 problem = str(exc)
         problem = distributed.gather(problem)[0]
@@ -206,9 +208,6 @@ class RunWriter:
 
     def save_best(self, step: int, training_state: dict) -> None:
         """checkpoints/best.pt: the weights validation prefers so far (rank 0; written at once, atomically)."""
-        from tandem.train.checkpoint import save
-        from tandem.train.checkpoint_names import BEST
-
         if self.is_main:
             state = {
                 "kind": self.kind,
@@ -218,7 +217,7 @@ class RunWriter:
                 "identity_digest": identity_digest(self.identity),
                 **training_state,
             }
-            save(state, self.dir.checkpoints.directory / BEST)
+            save_checkpoint(state, self.dir.checkpoints.directory / BEST)
 
     def wait(self) -> None:
         """The last checkpoint is on disk (or its failure raised)."""
