@@ -240,3 +240,19 @@ def test_a_checkpoint_is_asked_for_as_a_file_or_a_run(runs):
     )
     with pytest.raises(UsageError, match=r"^--checkpoint gone\.pt: no such file; pass a checkpoint file, or a run"):
         resolve_checkpoint("gone.pt", runs)
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(runs):
+    """`tandem runs --json | head -1`: no traceback when head stops reading."""
+    for i in range(400):  # more than a pipe holds
+        (runs / f"extra-{i:03d}").mkdir()
+        (runs / f"extra-{i:03d}" / "config.json").write_text(json.dumps({"kind": "dit", "config": {}}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tandem", "runs", "--json", "--runs-dir", str(runs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.readline()
+    process.stdout.close()
+    assert process.wait(timeout=60) in (0, 1)
+    assert process.stderr.read() == b""

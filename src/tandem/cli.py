@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 
 from tandem.errors import UsageError
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tandem {args.command}: error: {exc}", file=sys.stderr)
         return UsageError.exit_code
+    except BrokenPipeError:  # the reader went away (`tandem runs | head`): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit, too
+        return 1
 
 
 if __name__ == "__main__":
