@@ -116,7 +116,7 @@ def gb(n: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--keep-cache", action="store_true", help="do not prune the BuildKit cache first")
     parser.add_argument("--keep-images", action="store_true", help="leave the benchmark images behind")
     parser.add_argument("--json", type=Path, help="write every figure here")

@@ -216,7 +216,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--out", required=True, help="folder for gpu.json, gpu.md and each step's log")
     parser.add_argument("--quick", action="store_true", help="on the CPU, tiny sizes, no compile (CI)")
     args = parser.parse_args(argv)

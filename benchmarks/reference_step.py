@@ -123,7 +123,7 @@ def builds(trainer: str, device, batch_size: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--device", default="cpu", help="cpu (the target's), cuda, ...")
     parser.add_argument("--trainers", default="dit,classifier")
     parser.add_argument("--rounds", type=int, default=3)

@@ -137,7 +137,9 @@ def dit_bench(size, shape, patch_size, batch_size, device, compile) -> Bench:
     model = build_dit(dit.model_config_of(c, data)).to(device)
     plan = BatchPlan(len(data.train_images), batch_size, seed=0, device=device)
     generators = {name: torch.Generator(device).manual_seed(i) for i, name in enumerate(("data", "noise"))}
-    train_step = dit.DiTStep.create(c, data, model, plan, generators, prepare=compiled if compile else lambda m: m)
+    train_step = dit.DiTStep.create(
+        c, data, model, plan, generators, LONG_RUN, prepare=compiled if compile else lambda m: m
+    )
     return bench_of(train_step)
 
 
@@ -280,7 +282,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
     parser.add_argument("--trainers", default="classifier,dit", help="comma-separated: classifier, dit")
     parser.add_argument(

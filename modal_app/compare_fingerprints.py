@@ -38,7 +38,7 @@ def docker_fingerprint(folder: Path, project_root: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--gpu", default=None, help="Modal GPU type (default: the settings' modal_gpu)")
     parser.add_argument("--outputs", default="outputs", help="folder for the fingerprints (under fingerprints/)")
     docker = parser.add_mutually_exclusive_group()

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from tandem.cli import build_parser as tandem_parser
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS
-from tandem.train.flags import config_from_args, given_fields
+from tandem.train.flags import config_from_args, sources
 
 from . import resources
 
 PROG = "modal_app/train.py"
 DEFAULT_COMMAND = "dit"  # `modal run modal_app/train.py [--steps N]` trains the DiT
-COMMANDS = (*CONFIGS, "sample", "check", "fetch")
+COMMANDS = (*CONFIGS, "sample", "check", "fetch", "runs")
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,9 +41,10 @@ class Request:
         """The training config, built as `tandem train <kind>` builds it from the same words."""
         return config_from_args(CONFIGS[self.command], self.tandem)
 
-    def given(self) -> list[str]:
-        """The config fields the words set: only these may differ from a continued run's record."""
-        return sorted(given_fields(self.tandem))
+    def given(self) -> dict[str, str]:
+        """The config fields the words set (only these may differ from a continued run's record), and where
+        each came from (a flag, a --config file)."""
+        return sources(self.tandem)
 
 
 def build_parser(settings) -> Parser:
@@ -74,10 +75,19 @@ def build_parser(settings) -> Parser:
         "fetch", help="copy a run's config, metrics, loss curve and samples from the runs Volume to --outputs/<run>/",
         allow_abbrev=False,
     )  # fmt: skip
-    fetch.add_argument("run", help="the run's name in the runs Volume, e.g. dit-20260101-120000")
+    fetch.add_argument("run", help="a run of the runs Volume: its name, a unique prefix of it, latest or latest:<kind>")
     fetch.add_argument("--local", action="store_true", help="from this machine's runs dir instead")
     fetch.add_argument("--outputs", default="outputs", help="local folder the files are copied to")
-    parser.commands = {"sample": sample, "check": check, "fetch": fetch} | {kind: train for kind, train in trains}
+    runs = commands.add_parser(
+        "runs", help="list the runs of the runs Volume, the most recently written first (as `tandem runs`)",
+        allow_abbrev=False,
+    )  # fmt: skip
+    runs.add_argument("--kind", choices=CONFIGS, help="only runs of this kind")
+    runs.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+    runs.add_argument("--local", action="store_true", help="this machine's runs dir instead")
+    parser.commands = {"sample": sample, "check": check, "fetch": fetch, "runs": runs} | {
+        kind: train for kind, train in trains
+    }
     return parser
 
 
@@ -126,7 +136,7 @@ def parse(argv: list[str], settings) -> Request:
     parser = build_parser(settings)
     target, rest = parser.parse_known_args(argv)
     command = target.command
-    if command in ("check", "fetch"):
+    if command in ("check", "fetch", "runs"):
         if rest:
             raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
         return Request(command, target, run=getattr(target, "run", ""))

@@ -52,14 +52,14 @@ def commit_volumes() -> None:
 
 
 @app.function(volumes=VOLUMES, **resources.function_options(settings, resources.TRAIN_TIMEOUT, train=True))
-def train_classifier(config: dict, placement: dict, given: list[str] | None = None) -> dict:
+def train_classifier(config: dict, placement: dict, given: dict[str, str] | None = None) -> dict:
     from .supervisor import train_here
 
     return train_here("classifier", config, resources.Placement(**placement), train_classifier, volume_commit(), given)
 
 
 @app.function(volumes=VOLUMES, **resources.function_options(settings, resources.TRAIN_TIMEOUT, train=True))
-def train_dit(config: dict, placement: dict, given: list[str] | None = None) -> dict:
+def train_dit(config: dict, placement: dict, given: dict[str, str] | None = None) -> dict:
     from .supervisor import train_here
 
     return train_here("dit", config, resources.Placement(**placement), train_dit, volume_commit(), given)

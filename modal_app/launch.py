@@ -39,6 +39,8 @@ def launch(argv: list[str], app_running: bool, detached: bool = False) -> int:
         where, why = choose_target(request.target.local, app_running)
         if command == "fetch":
             return fetch(request, where)
+        if command == "runs":
+            return list_runs(request, where)
         target = request.target
         place = resources.placement(
             target.gpu, target.gpus, target.timeout, functions.settings, target.nodes, target.rdma
@@ -138,20 +140,50 @@ def call(function, where: str, place: resources.Placement, *args):
 def training_config(request: Request, where: str):
     """The config `tandem train <kind>` builds from the same words, with the Volumes' paths on Modal and a
     run name fixed here, so a retried, restarted or continued call finds the same run."""
+    from tandem.train.commands import RUN_REF, continued
+    from tandem.train.flags import GIVEN
+
     kind = request.command
-    config = given = request.config()
+    config = request.config()
+    if ref := getattr(request.tandem, RUN_REF, None):  # the run to continue, in the target's runs store
+        store = source(functions.settings.runs_dir if where == "modal" else config.runs_dir, where)
+        config, names = continued(kind, config, request.given(), ref, store)
+        setattr(request.tandem, GIVEN, frozenset(names))
+    flag, checkpoint = "--classifier-checkpoint", getattr(config, "classifier_checkpoint", "")
     if where == "modal":
         volume_paths = {"data_dir": functions.settings.data_dir, "runs_dir": functions.settings.runs_dir}
-        if kind == "dit":
-            volume_paths["classifier_checkpoint"] = in_runs_volume(config.classifier_checkpoint)
+        if checkpoint:
+            volume_paths["classifier_checkpoint"] = volume_checkpoint(flag, checkpoint, "classifier")
         config = dataclasses.replace(config, **volume_paths)
+    elif checkpoint:  # the file a run names, recorded as the file (as `tandem train` does)
+        from tandem.runs import resolve_checkpoint
+
+        found = resolve_checkpoint(checkpoint, config.runs_dir, "classifier", flag)
+        config = dataclasses.replace(config, classifier_checkpoint=str(found))
     if not config.run_name and not config.resume:
         config = dataclasses.replace(config, run_name=f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     # Every flag is checked before a container starts; a checkpoint named for Modal lives in its Volume.
     validate(dataclasses.replace(config, classifier_checkpoint="") if where == "modal" and kind == "dit" else config)
-    if where == "modal" and kind == "dit":
-        require_file("--classifier-checkpoint", given.classifier_checkpoint)
     return config
+
+
+def volume_checkpoint(flag: str, ref: str, kind: str) -> str:
+    """A checkpoint named for Modal, as its path in the runs Volume: a file there, or the checkpoint of a run
+    there (named as tandem.runs names runs: its best, else its newest)."""
+    from tandem.runs import checkpoint_file, resolve
+
+    relative = in_volume(ref)
+    if relative is None:  # an absolute path outside the Volume: the container checks it
+        return ref
+    if PurePosixPath(relative).suffix == ".pt":
+        require_file(flag, ref)
+        return in_runs_volume(ref)
+    store = source(functions.settings.runs_dir, "modal")
+    name = resolve(PurePosixPath(relative).parts[0] if relative.strip("/") else relative, store, kind, flag)
+    found = checkpoint_file(store, name)
+    if found is None:
+        raise UsageError(f"{flag} {ref}: run {name} in Volume {functions.RUNS_VOLUME} has saved no checkpoint yet")
+    return f"{functions.settings.runs_dir}/{name}/{found}"
 
 
 def in_runs_volume(path: str) -> str:
@@ -218,7 +250,7 @@ def summary(result: dict) -> str:
 
 
 def source(runs_dir: str, where: str):
-    return VolumeFiles(functions.runs_volume) if where == "modal" else DirFiles(runs_dir)
+    return VolumeFiles(functions.runs_volume, functions.RUNS_VOLUME) if where == "modal" else DirFiles(runs_dir)
 
 
 def on_runs_store(where: str, path: str, holding=lambda relative: True) -> bool:
@@ -255,8 +287,7 @@ def require_file(flag: str, path: str) -> None:
     if relative is not None and not on_runs_store("modal", relative, the_file):
         raise UsageError(
             f"{flag} {path}: no such file in Volume {functions.RUNS_VOLUME} (paths are relative to it); "
-            f"list the runs with `modal volume ls {functions.RUNS_VOLUME}` and a run's checkpoints with "
-            f"`modal volume ls {functions.RUNS_VOLUME} <run>/checkpoints`"
+            f"pass a run instead (its name or latest: `modal run {PROG} runs` lists them)"
         )
 
 
@@ -264,7 +295,7 @@ def require_run(run: str) -> None:
     """A run named for Modal is in the runs Volume with a checkpoint, else one line saying how to find one."""
     if on_runs_store("modal", run, a_checkpoint):
         return
-    listing = f"`modal volume ls {functions.RUNS_VOLUME}`"
+    listing = f"`modal run {PROG} runs`"
     if on_runs_store("modal", run):
         raise UsageError(
             f"--run {run}: no checkpoint in Volume {functions.RUNS_VOLUME}, {run}/checkpoints/; pass a DiT run "
@@ -277,21 +308,40 @@ def require_run(run: str) -> None:
 # fetch
 
 
-def fetch(request: Request, where: str) -> int:
-    """Copy a run's outputs from the runs Volume (or, here, the runs dir) without training."""
-    run = request.run
+def require_store(command: str, request: Request, where: str) -> None:
     if where == "local" and not request.target.local:
         raise UsageError(
-            f"fetch reads the runs Volume on Modal, and this machine has no Modal credentials; {login.LOGIN}"
+            f"{command} reads the runs Volume on Modal, and this machine has no Modal credentials; {login.LOGIN}"
         )
+
+
+def list_runs(request: Request, where: str) -> int:
+    """`tandem runs` of the runs Volume (or, here, the runs dir)."""
+    from tandem import runs
+
+    require_store("runs", request, where)
+    store, now = source(default_runs_dir(), where), time.time()
+    found = runs.list_runs(store, request.target.kind)
+    if request.target.json:
+        print(json.dumps([r.as_json(now) for r in found], indent=2))
+    else:
+        print(runs.table(found, now) if found else f"no runs in {store.describe()} yet")
+    return 0
+
+
+def fetch(request: Request, where: str) -> int:
+    """Copy a run's outputs from the runs Volume (or, here, the runs dir) without training."""
+    from tandem.runs import resolve
+
+    require_store("fetch", request, where)
+    run = request.run
     if not run or "/" in run.strip("/") or run in (".", ".."):
         raise UsageError(f"fetch {run!r}: give a run's name, e.g. dit-20260101-120000")
+    run = resolve(run, source(default_runs_dir(), where), flag="fetch")
     if not on_runs_store(where, run, wanted):
         where_from = f"Volume {functions.RUNS_VOLUME}" if where == "modal" else default_runs_dir()
-        raise UsageError(
-            f"no run {run!r} in {where_from}; list the runs with "
-            + (f"`modal volume ls {functions.RUNS_VOLUME}`" if where == "modal" else f"`ls {where_from}`")
-        )
+        listing = f"modal run {PROG} runs" + ("" if where == "modal" else " --local")
+        raise UsageError(f"no outputs of run {run!r} in {where_from}; list the runs with `{listing}`")
     written = copy_outputs(source(default_runs_dir(), where), run, request.target.outputs)
     print(f"outputs: {Path(request.target.outputs) / run}/ ({len(written)} files)")
     return 0
@@ -305,21 +355,25 @@ def sample_options(request: Request, where: str) -> dict:
     """`tandem sample`'s parsed flags; on Modal, --run is a run of the runs Volume and --checkpoint a path
     inside it."""
     options = {k: v for k, v in vars(request.tandem).items() if k not in ("command", "func")}
+    if options["checkpoint"] and PurePosixPath(options["checkpoint"]).suffix != ".pt":  # a run, as --run
+        options["run"], options["checkpoint"] = options["checkpoint"], None
     if where == "modal":
         runs_dir = functions.settings.runs_dir
         if options["out"]:
             raise UsageError("--out writes on this machine only; on Modal the grid lands in the run's samples/")
         if options["run"]:
-            name = PurePosixPath(options["run"]).name
+            from tandem.runs import resolve
+
+            name = resolve(PurePosixPath(options["run"]).name, source(runs_dir, where), kind="dit")
             require_run(name)
             options["run"] = f"{runs_dir}/{name}"
         else:
             require_file("--checkpoint", options["checkpoint"])
             options["checkpoint"] = in_runs_volume(options["checkpoint"])
     elif options["run"]:  # a run's name or a path, as `tandem sample` takes it
-        from tandem.train.run import resolve_run
+        from tandem.runs import resolve_path
 
-        options["run"] = str(resolve_run(options["run"]))
+        options["run"] = str(resolve_path(options["run"], default_runs_dir(), kind="dit"))
     return options
 
 

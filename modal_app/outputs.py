@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from tandem.files import atomic_write
+from tandem.runs import Entry, RunsFolder
 
 WANTED_FILES = ("config.json", "metrics.jsonl", "loss_curve.png")
-WANTED_DIRS = ("samples", "tensorboard")  # `tensorboard --logdir outputs` reads the events here
+EVENTS = "events.out.tfevents."  # TensorBoard's, in the run directory: `tensorboard --logdir outputs` reads them
+WANTED_DIRS = ("samples", "tensorboard")  # tensorboard/: where older runs kept their events
 THE_FILE = "."  # how a reader lists a path that is a file: the file itself
 
 
@@ -18,14 +20,13 @@ def wanted(relative: str) -> bool:
     parts = PurePosixPath(relative).parts
     if not parts or any(part.startswith(".") for part in parts):  # temporaries of atomic writes
         return False
-    return (len(parts) == 1 and parts[0] in WANTED_FILES) or (len(parts) > 1 and parts[0] in WANTED_DIRS)
+    if len(parts) == 1:
+        return parts[0] in WANTED_FILES or parts[0].startswith(EVENTS)
+    return parts[0] in WANTED_DIRS
 
 
-class DirFiles:
+class DirFiles(RunsFolder):
     """A local runs directory."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
 
     def files(self, run: str) -> list[str]:
         """The files under a run (or any folder of the runs dir), relative to it; a file lists itself as "."."""
@@ -36,30 +37,53 @@ class DirFiles:
             return []
         return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
 
-    def read(self, run: str, relative: str) -> bytes:
-        return (self.root / run / relative).read_bytes()
-
 
 class VolumeFiles:
-    """The runs Volume, read through the modal client (paths inside a Volume start at its root)."""
+    """The runs Volume, read through the modal client (paths inside a Volume start at its root); also the
+    store tandem.runs lists and resolves runs in."""
 
-    def __init__(self, volume):
-        self.volume = volume
+    def __init__(self, volume, name: str = "the runs Volume"):
+        self.volume, self.name = volume, name
+
+    def describe(self) -> str:
+        return f"Volume {self.name}"
+
+    def _listdir(self, path: str, recursive: bool) -> list:
+        from modal.exception import NotFoundError
+
+        try:
+            return self.volume.listdir(path, recursive=recursive)
+        except (NotFoundError, FileNotFoundError):  # no such path
+            return []
+
+    def names(self) -> list[str]:
+        """The folders at the Volume's root."""
+        from modal.volume import FileEntryType
+
+        found = [e for e in self._listdir("/", recursive=False) if e.type == FileEntryType.DIRECTORY]
+        return sorted(name for e in found if not (name := PurePosixPath(e.path).name).startswith("."))
+
+    def entries(self, run: str) -> list[Entry]:
+        """The files under a run (or any path), relative to it; a file path lists itself as "."."""
+        from modal.volume import FileEntryType
+
+        files = [e for e in self._listdir(run, recursive=True) if e.type == FileEntryType.FILE]
+        return [Entry(PurePosixPath(e.path).relative_to(run).as_posix(), e.size, e.mtime) for e in files]
 
     def files(self, run: str) -> list[str]:
         """As DirFiles.files (the Volume lists a file path as that one file)."""
+        return sorted(e.path for e in self.entries(run))
+
+    def read(self, run: str, relative: str) -> bytes | None:
         from modal.exception import NotFoundError
-        from modal.volume import FileEntryType
 
         try:
-            entries = self.volume.listdir(run, recursive=True)
-        except (NotFoundError, FileNotFoundError):  # no such path: nothing to copy
-            return []
-        paths = [e.path for e in entries if e.type == FileEntryType.FILE]
-        return sorted(PurePosixPath(p).relative_to(run).as_posix() for p in paths)
+            return b"".join(self.volume.read_file(f"{run}/{relative}"))
+        except (NotFoundError, FileNotFoundError):
+            return None
 
-    def read(self, run: str, relative: str) -> bytes:
-        return b"".join(self.volume.read_file(f"{run}/{relative}"))
+    def running(self, run: str) -> bool | None:
+        return None  # a lock lives in one container's view; the Volume cannot tell
 
 
 def copy_outputs(source, run: str, outputs: str | Path) -> list[Path]:

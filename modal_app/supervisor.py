@@ -56,15 +56,22 @@ class JobEnd:
 
 
 def train_here(
-    kind: str, values: dict, placement, next_call, commit, given: list[str] | None = None, node=None, lead: tuple = ()
+    kind: str,
+    values: dict,
+    placement,
+    next_call,
+    commit,
+    given: dict[str, str] | None = None,
+    node=None,
+    lead: tuple = (),
 ) -> dict:
     """Train `kind` with the config `values` on this machine over `placement.count` GPUs, continuing the run
     when an earlier attempt left it started. `next_call` is the Function a run continues in when this
     call's time is up (`lead`: its arguments before these); `commit` makes the runs Volume's new files
-    durable (None: nothing to commit); `given` names the fields the user's words set (None: all of them);
-    `node`: this container's place in a cluster (a tandem.train.launch.Launch), None for one container.
-    The trainer plans the attempt itself, under the run's lock, from these words, exactly as `tandem
-    train` typed locally does."""
+    durable (None: nothing to commit); `given` names the fields the user's words set, with where each
+    came from (None: all of them); `node`: this container's place in a cluster (a
+    tandem.train.launch.Launch), None for one container. The trainer plans the attempt itself, under the
+    run's lock, from these words, exactly as `tandem train` typed locally does."""
     from tandem.errors import UsageError
     from tandem.train import CONFIGS
     from tandem.train.config import config_from_dict
@@ -147,15 +154,15 @@ def newest_checkpoint(run) -> tuple[int, Path | None]:
 # the child process
 
 
-def trainer_command(kind: str, config, node, given: list[str] | None = None) -> list[str]:
+def trainer_command(kind: str, config, node, given: dict[str, str] | None = None) -> list[str]:
     """`python -m tandem train KIND ...` with the flags the user gave (None: every field of `config`) and
     those of this attempt (where the run is, its name, whether to continue it); through torchrun for the
     node's ranks (`node`: a tandem.train.launch.Launch)."""
     from tandem.train.attempt import PER_ATTEMPT
-    from tandem.train.flags import config_to_argv
+    from tandem.train.flags import config_to_argv, sources_argv
 
     names = None if given is None else {*given, *PER_ATTEMPT}
-    return node.torchrun(["-m", "tandem", "train", kind, *config_to_argv(config, names)])
+    return node.torchrun(["-m", "tandem", "train", kind, *config_to_argv(config, names), *sources_argv(given)])
 
 
 def run_attempt(

@@ -130,3 +130,48 @@ def test_parity_with_a_damaged_dockerfile(tmp_path, capsys, damage, message):
     assert main(["parity", "--project", str(root)]) == 2
     err = capsys.readouterr().err
     assert f"{dockerfile} {message}: run `tandem render`" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "typed", "meant"),
+    [
+        (["train", "dit", "--step", "5"], "--step 5", "--steps"),
+        (["train", "classifier", "--epoch", "2"], "--epoch 2", "--epochs"),
+        (["sample", "--run", "r", "--cfg", "2"], "--cfg 2", "--cfg-scale"),
+        (["runs", "--js"], "--js", "--json"),
+    ],
+)
+def test_a_flag_is_spelled_out_never_abbreviated(argv, typed, meant, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"unrecognized arguments: {typed} (did you mean {meant}?)" in capsys.readouterr().err
+
+
+# What a command imported by the time it ended (its work done), printed by the interpreter's exit.
+EXIT_PROBE = """
+import atexit, sys
+from tandem.cli import main
+atexit.register(lambda: print("IMPORTED", sorted(m for m in {names!r} if m in sys.modules)))
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.training  # a trainer process
+def test_train_and_sample_import_what_they_need_only(tmp_path):
+    """No scikit-learn for the digits (its CSV and split are read as they are), no TensorBoard with
+    --loggers none, and none of matplotlib, TensorBoard or torch._dynamo to sample."""
+    names = ("sklearn", "tensorboard", "torchvision", "matplotlib", "torch._dynamo", "wandb")
+    quick = ["--device", "cpu", "--steps", "1", "--runs-dir", str(tmp_path), "--samples-per-class", "1"]
+
+    def imported(argv):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_PROBE.format(names=names), *argv], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    train = imported(["train", "dit", *quick, "--run-name", "r", "--loggers", "none", "--sample-steps", "1"])
+    assert train == "IMPORTED ['matplotlib', 'torch._dynamo']"  # the loss curve at the end; torch.optim's
+    sample = imported(["sample", "--run", str(tmp_path / "r"), "--device", "cpu", "--sample-steps", "1"])
+    assert sample == "IMPORTED []"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import os
 import sys
 
 from tandem.errors import UsageError
@@ -45,12 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tandem",
         description="One pinned environment; the same trainers locally, in Docker and on Modal.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"tandem {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for each in parsers(parser):  # a flag is spelled out: `--step 5` must not pass for --steps
+        each.allow_abbrev = False
     return parser
+
+
+def parsers(parser: argparse.ArgumentParser):
+    """`parser` and every subcommand's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from parsers(sub)
 
 
 def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
@@ -83,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tandem {args.command}: error: {exc}", file=sys.stderr)
         return UsageError.exit_code
+    except BrokenPipeError:  # the reader went away (`tandem runs | head`): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit, too
+        return 1
 
 
 if __name__ == "__main__":

@@ -179,3 +179,42 @@ def test_image_data_rejects_wrong_dtypes():
         ImageData("x", images, labels.int(), images, labels, ["a"], False)
     with pytest.raises(ValueError, match="test images"):
         ImageData("x", images, labels, images[:, :, :2], labels, ["a"], False)
+
+
+def test_a_validation_split_is_held_out_of_the_training_images_per_class():
+    import torch
+
+    from tandem.data import ImageData
+    from tandem.data.datasets import hold_out
+
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 1, 2, 2).contiguous()
+    data = ImageData("toy", images, labels, images[:4], labels[:4], ["a", "b", "c"], flip=False)
+    kept, val_images, val_labels = hold_out(data, 0.1)
+    assert torch.bincount(val_labels).tolist() == [5, 3, 2]  # a tenth of each class
+    assert len(kept.train_images) == 90 and torch.bincount(kept.train_labels).tolist() == [45, 27, 18]
+    held = set(val_images[:, 0, 0, 0].tolist())
+    assert not held & set(kept.train_images[:, 0, 0, 0].tolist())  # no image on both sides
+    again = hold_out(data, 0.1)[1]
+    assert set(again[:, 0, 0, 0].tolist()) == held  # the same split every time
+    assert hold_out(data, 0.0)[0] is data and len(hold_out(data, 0.0)[1]) == 0
+
+
+def test_digits_are_scikit_learns_with_its_own_split():
+    """Read from the CSV scikit-learn ships, split as train_test_split splits them (stored: no import)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from tandem.data.datasets import DIGITS_TEST_SIZE, SPLIT_SEED, _split, load_dataset
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    train, test = _split(images, digits.target.astype(np.int64), DIGITS_TEST_SIZE)
+    data = load_dataset("digits", "unused")
+    assert (len(data.train_images), len(data.test_images), SPLIT_SEED) == (1437, 360, 0)
+    assert np.array_equal(data.train_images.numpy(), train.images) and np.array_equal(
+        data.test_images.numpy(), test.images
+    )
+    assert np.array_equal(data.train_labels.numpy(), train.labels) and np.array_equal(
+        data.test_labels.numpy(), test.labels
+    )

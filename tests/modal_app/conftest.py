@@ -171,14 +171,19 @@ def modal_cli(monkeypatch, tmp_path):
         fake.sent.append(Sent.of("spawn", self, args))
         return type("Call", (), {"object_id": "fc-test"})()
 
-    def listdir(self, path, recursive=False):  # a folder lists its files; a file path, that one file
-        base = fake.volume / path
+    def listdir(self, path, recursive=False):  # a folder lists what it holds; a file path, that one file
+        base = fake.volume / path.lstrip("/")
         if not base.exists():
             raise modal.exception.NotFoundError(f"No such file or directory: {path}")
+        found = [base] if base.is_file() else base.rglob("*") if recursive else base.iterdir()
         return [
-            FileEntry(p.relative_to(fake.volume).as_posix(), FileEntryType.FILE, 0, p.stat().st_size)
-            for p in ([base] if base.is_file() else base.rglob("*"))
-            if p.is_file()
+            FileEntry(
+                p.relative_to(fake.volume).as_posix(),
+                FileEntryType.FILE if p.is_file() else FileEntryType.DIRECTORY,
+                int(p.stat().st_mtime),
+                p.stat().st_size if p.is_file() else 0,
+            )
+            for p in found
         ]
 
     def read_file(self, path):

@@ -36,7 +36,7 @@ def test_each_container_starts_its_node_of_torchrun_from_the_cluster_info(monkey
     monkeypatch.setattr(CONTEXT, cluster_context(1, ["fdaa:0:1::2", "fdaa:0:1::3"]))
     node = supervisor.node_of_cluster(place)
     assert node == Launch(gpus=8, nodes=2, node_rank=1, master_addr="fdaa:0:1::2", master_port=29500)
-    command = supervisor.trainer_command("dit", DiTTrainConfig(run_name="r"), node, given=["steps"])
+    command = supervisor.trainer_command("dit", DiTTrainConfig(run_name="r"), node, given={"steps": "flag"})
     assert command[1:15] == [
         "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", "1", "--master-addr", "fdaa:0:1::2",
         "--master-port", "29500", "--nproc-per-node", "8", "-m", "tandem",

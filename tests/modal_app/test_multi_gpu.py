@@ -29,7 +29,7 @@ from tandem.train.config import DiTTrainConfig
 pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
 
 # A small DiT, so that two ranks on two shared cores take seconds per call.
-SMALL_DIT = {"depth": 2, "width": 32, "heads": 2, "patch_size": 4, "batch_size": 16, "warmup_steps": 2,
+SMALL_DIT = {"depth": 2, "hidden_size": 32, "heads": 2, "patch_size": 4, "batch_size": 16, "warmup_steps": 2,
              "log_every": 1, "checkpoint_every": 5, "sample_every": 0, "samples_per_class": 1, "sample_steps": 2,
              "solver": "euler", "device": "cpu", "deterministic": True, "cpu_threads": 1, "loggers": "none"}  # fmt: skip
 

@@ -10,11 +10,18 @@ RUN_FILES = {
     "config.json": b"{}",
     "metrics.jsonl": b'{"step": 1}\n',
     "loss_curve.png": b"png",
+    "events.out.tfevents.1764000000.host.12.0": b"events",
     "samples/step_0000010.png": b"grid",
     "checkpoints/step_0000010.pt": b"weights",
     "samples/.step_0000020.png.12.tmp": b"half",
 }
-COPIED = ["config.json", "loss_curve.png", "metrics.jsonl", "samples/step_0000010.png"]
+COPIED = [
+    "config.json",
+    "events.out.tfevents.1764000000.host.12.0",
+    "loss_curve.png",
+    "metrics.jsonl",
+    "samples/step_0000010.png",
+]
 
 
 class FakeVolume:
@@ -66,6 +73,7 @@ def test_only_what_people_look_at_is_copied():
         "config.json",
         "metrics.jsonl",
         "loss_curve.png",
+        "events.out.tfevents.1764000000.host.12.0",
         "samples/step_0000010.png",
     ]
 

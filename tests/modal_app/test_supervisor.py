@@ -213,10 +213,24 @@ def test_the_trainer_command_reproduces_the_config():
     add_config_arguments(parser, DiTTrainConfig)
     assert config_from_args(DiTTrainConfig, parser.parse_args(one[5:])) == config
     # With the user's words: those flags, and the attempt's own (where the run is, its name, resume).
-    given = attempt.trainer_command("dit", config, Launch(1), given=["steps", "lr"])
+    given = attempt.trainer_command("dit", config, Launch(1), given={"steps": "flag", "lr": "flag"})
     flags = [word for word in given[5:] if word.startswith("--")]
-    assert flags == ["--data-dir", "--runs-dir", "--run-name", "--no-resume", "--stop-after", "--lr", "--steps"]
-    assert given[given.index("--lr") + 1 : given.index("--lr") + 4] == ["0.0003", "--steps", "7"]
+    assert flags == ["--data-dir", "--runs-dir", "--run-name", "--no-resume", "--steps", "--stop-after", "--lr"]
+    assert given[given.index("--steps") + 1 : given.index("--steps") + 3] == ["7", "--stop-after"]
+    assert given[given.index("--lr") + 1] == "0.0003"
+
+
+def test_the_trainer_hears_where_the_settings_came_from():
+    """A --config file read on the user's machine is named in the run's config.json written on Modal."""
+    from tandem.cli import build_parser
+    from tandem.train.flags import sources
+
+    config = DiTTrainConfig(steps=7, run_name="r", runs_dir="/runs", lr=3e-4)
+    file = "config file other.toml (sha256 0123456789abcdef)"
+    command = attempt.trainer_command("dit", config, 1, given={"steps": "flag", "lr": file})
+    assert command[-2:] == ["--setting-sources", '{"lr": "config file other.toml (sha256 0123456789abcdef)"}']
+    args = build_parser().parse_args(command[3:])
+    assert {k: v for k, v in sources(args).items() if k in ("steps", "lr")} == {"steps": "flag", "lr": file}
 
 
 def test_a_run_outlasting_its_call_continues_in_a_new_one(tmp_path, dit_flags, in_a_container, monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 from support import REPO
 from tandem.cli import build_parser as tandem_parser
 from tandem.train.config import CONFIGS
-from tandem.train.flags import config_from_args, given_fields
+from tandem.train.flags import config_from_args
 
 H100 = {"gpu": "H100", "timeout": 4 * 3600, "cpu": 4.0, "memory": 16384}  # the settings' defaults, training
 SHORT = {**H100, "timeout": 30 * 60}
@@ -42,6 +42,7 @@ README_COMMANDS = {
         None,
     ),
     "modal run modal_app/train.py check": ([("remote", "check", SHORT)], None),
+    "modal run modal_app/train.py runs": ([], None),  # the Volume read through its API: nothing started
     "modal run --detach modal_app/train.py dit --steps 200000": (
         [("spawn", "train_dit", H100)],
         ("dit", ["--steps", "200000"]),
@@ -83,7 +84,9 @@ def test_readme_command_reaches_modal_with_these_options(command, modal_cli, dir
         *lead, config, placement, given = sent.args
         nodes = 2 if "--nodes 2" in command else 1
         assert (lead, sent.cluster) == ((["dit"], (2, True)) if nodes > 1 else ([], None))
-        assert given == sorted(given_fields(tandem_parser().parse_args(["train", kind, *flags])))
+        # the flags typed, and --epochs 0 beside a --steps given alone (the length is that many steps)
+        typed = {"dit": {"steps": "flag", "epochs": "flag"} if flags else {}, "classifier": {"dataset": "flag"}}
+        assert given == typed[kind]
         assert re.fullmatch(rf"{kind}-\d{{8}}-\d{{6}}", config["run_name"])  # fixed before the call
         assert config == tandem_config(kind, flags, config["run_name"])
         assert placement == {"gpu": sent.gpu.split(":")[0], "count": int((sent.gpu + ":1").split(":")[1]), **{
@@ -152,7 +155,7 @@ BAD_INPUT = [
     (["modal_app/train.py", "dit", "--timeout", "90000"], "--timeout 90000: Modal allows 1 to 86400 seconds per call"),
     (["modal_app/train.py", "check", "--timeout", "0"], "--timeout 0: Modal allows 1 to 86400 seconds per call"),
     (["modal_app/train.py", "dit", "--detach"], "under `modal run`, detach with Modal's own flag: modal run --detach"),
-    (["modal_app/train.py", "dit", "--steps", "0"], "--steps must be positive"),
+    (["modal_app/train.py", "dit", "--steps", "0"], "--steps 0 and --epochs 0: a run needs a length"),
     (["modal_app/train.py", "dit", "--bogus"], "unrecognized arguments: --bogus"),
     (
         ["modal_app/train.py", "dit", "--gpus", "8", "--nodes", "3"],
@@ -177,12 +180,12 @@ BAD_INPUT = [
     ),
     (
         ["modal_app/train.py", "fetch", "nothing-here"],
-        "no run 'nothing-here' in Volume tandem-runs; list the runs with",
+        "fetch nothing-here: no such run in Volume tandem-runs, which holds no runs yet",
     ),
     (
         ["modal_app/train.py", "dit", "--classifier-checkpoint", "nosuch/ckpt.pt"],
         "--classifier-checkpoint nosuch/ckpt.pt: no such file in Volume tandem-runs (paths are relative to it); "
-        "list the runs with `modal volume ls tandem-runs`",
+        "pass a run instead (its name or latest: `modal run modal_app/train.py runs` lists them)",
     ),
     (
         ["modal_app/train.py", "dit", "--classifier-checkpoint", "/runs/nosuch/ckpt.pt"],
@@ -190,7 +193,7 @@ BAD_INPUT = [
     ),
     (
         ["modal_app/train.py", "sample", "--run", "missing"],
-        "--run missing: no run 'missing' in Volume tandem-runs; list the runs with `modal volume ls tandem-runs`",
+        "--run missing: no such run in Volume tandem-runs, which holds no dit runs yet",
     ),
     (
         ["modal_app/train.py", "sample", "--run", "empty"],
@@ -298,7 +301,82 @@ def test_here_a_missing_classifier_checkpoint_is_tandems_own_check(modal_cli, di
     )
     assert code == 2, output
     assert output.strip().splitlines() == [
-        "modal_app/train.py dit: error: --classifier-checkpoint nosuch/ckpt.pt: no such file; pass a classifier "
-        "checkpoint (runs/<run>/checkpoints/step_*.pt)"
+        "modal_app/train.py dit: error: --classifier-checkpoint nosuch/ckpt.pt: no such file; pass a checkpoint "
+        "file, or a run (its name or latest)"
     ]
     assert modal_cli.sent == []
+
+
+def volume_run(volume, name: str, kind: str, written: float) -> None:
+    """A run in the runs Volume with a checkpoint and a grid, its files last written `written` seconds ago."""
+    import os
+    import time
+
+    run = volume / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "samples").mkdir()
+    files = {
+        "config.json": json.dumps({"kind": kind, "config": {"steps": 20}}),
+        "metrics.jsonl": '{"step": 20, "loss": 0.5}\n',
+        "result.json": json.dumps({"status": "completed", "step": 20}),
+        "checkpoints/step_0000020.pt": "pt",
+        "samples/step_0000020.png": "png",
+    }
+    for relative, text in files.items():
+        (run / relative).write_text(text)
+        os.utime(run / relative, (time.time() - written,) * 2)
+
+
+@pytest.fixture
+def volume_runs(modal_cli):
+    volume_run(modal_cli.volume, "dit-20261201-090000", "dit", 3600)
+    volume_run(modal_cli.volume, "dit-20261202-090000", "dit", 600)
+    volume_run(modal_cli.volume, "classifier-20261202-100000", "classifier", 60)
+    return modal_cli
+
+
+def test_runs_lists_the_runs_volume_newest_first(volume_runs, dirs):
+    code, output = volume_runs.invoke(["modal_app/train.py", "runs"])
+    assert code == 0, output
+    rows = [line.split()[:4] for line in output.splitlines()[-3:]]
+    assert rows == [
+        ["classifier-20261202-100000", "classifier", "completed", "20"],
+        ["dit-20261202-090000", "dit", "completed", "20/20"],
+        ["dit-20261201-090000", "dit", "completed", "20/20"],
+    ]
+    code, output = volume_runs.invoke(["modal_app/train.py", "runs", "--json", "--kind", "dit"])
+    assert [run["name"] for run in json.loads(output[output.index("[") :])] == [
+        "dit-20261202-090000",
+        "dit-20261201-090000",
+    ]
+    assert volume_runs.sent == []  # read through the Volume's API, nothing started
+
+
+def test_run_words_name_runs_of_the_runs_volume(volume_runs, dirs):
+    code, output = volume_runs.invoke(["modal_app/train.py", "fetch", "dit-20261201"])  # a unique prefix
+    assert code == 0, output
+    assert (dirs["outputs"] / "dit-20261201-090000" / "samples" / "step_0000020.png").read_text() == "png"
+
+    code, output = volume_runs.invoke(["modal_app/train.py", "sample", "--run", "latest"])  # the newest DiT
+    assert code == 0, output
+    code, output = volume_runs.invoke(["modal_app/train.py", "dit", "--run", "latest", "--steps", "40"])
+    assert code == 0, output
+    code, output = volume_runs.invoke(["modal_app/train.py", "dit", "--classifier-checkpoint", "latest"])
+    assert code == 0, output
+    (sample, train, evaluated) = volume_runs.sent
+    assert sample.args[0]["run"] == "/runs/dit-20261202-090000"
+    config, _, given = train.args
+    assert (config["run_name"], config["resume"], config["steps"]) == ("dit-20261202-090000", True, 40)
+    assert {"resume", "run_name", "steps"} <= set(given)
+    # a run where a checkpoint is asked for: the classifier run's checkpoint in the Volume
+    assert evaluated.args[0]["classifier_checkpoint"] == "/runs/classifier-20261202-100000/checkpoints/step_0000020.pt"
+
+
+def test_an_ambiguous_run_on_the_volume_is_one_line(volume_runs, dirs):
+    code, output = volume_runs.invoke(["modal_app/train.py", "fetch", "dit"])
+    assert code == 2
+    assert output.strip() == (
+        "modal_app/train.py fetch: error: fetch dit: 2 runs match (dit-20261201-090000, dit-20261202-090000); "
+        "pass more of the name"
+    )
+    assert volume_runs.sent == []

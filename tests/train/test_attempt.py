@@ -72,12 +72,12 @@ def test_a_conflicting_flag_is_refused_naming_the_recorded_value(stopped_run, ca
 def test_a_changeable_flag_is_recorded_with_the_step_it_took_effect(stopped_run, capsys):
     assert resume(stopped_run, "--steps", "8", "--checkpoint-every", "3") == 0
     out = capsys.readouterr().out
-    assert "changed from step 2: --checkpoint-every 2 -> 3; --steps 6 -> 8" in out
+    assert "changed from step 2: --steps 6 -> 8; --checkpoint-every 2 -> 3" in out
     after = record(stopped_run)
     assert after["config"]["steps"] == 8 and after["config"]["checkpoint_every"] == 3
     assert after["changes"] == [
-        {"step": 2, "setting": "checkpoint_every", "from": 2, "to": 3},
         {"step": 2, "setting": "steps", "from": 6, "to": 8},
+        {"step": 2, "setting": "checkpoint_every", "from": 2, "to": 3},
     ]
     assert checkpoint.CheckpointDir(stopped_run / "checkpoints").existing()[-1][0] == 8
     # A later resume keeps the history and adds to it.

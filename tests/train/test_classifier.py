@@ -32,19 +32,33 @@ def test_interrupted_mid_epoch_and_resumed_is_bitwise_equal(classifier_config, s
     assert second.metrics["test_acc"] == full.metrics["test_acc"]
 
 
-def test_test_accuracy_is_logged_every_epoch(classifier_config):
+def test_validation_every_epoch_keeps_the_best_and_the_test_set_is_scored_once(classifier_config):
     result = run_training("classifier", classifier_config(epochs=3))
     run = Path(result.run_dir)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in records if "test_acc" in r and not r.get("final")]
-    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 5), (2, 10), (3, 15)]
-    assert all(0 <= r["test_acc"] <= 1 for r in epochs)
-    assert result.metrics["test_acc"] == epochs[-1]["test_acc"]
+    epochs = [r for r in records if "val_acc" in r and not r.get("final")]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 5), (2, 10), (3, 15)]  # 1,295 images left: 5 steps
+    assert [r for r in records if "test_acc" in r] == [records[-1]]  # the final record, once
+    best = max(reversed(epochs), key=lambda r: r["val_acc"])  # the last of equals: trained longest
+    assert (result.metrics["val_acc"], result.metrics["best_step"]) == (best["val_acc"], best["step"])
+    assert 0.5 <= result.metrics["test_acc"] <= 1
+    kept = checkpoint.load(run / "checkpoints" / "best.pt")
+    assert kept["step"] == best["step"] and kept["best"] == {"val_acc": best["val_acc"], "step": best["step"]}
+    assert "optimizer" not in kept  # what scoring needs: weights, preprocessing, the model's settings
     with Image.open(run / "loss_curve.png") as png:
         assert png.format == "PNG"
     state = final(result)
     assert state["kind"] == "classifier" and state["identity"]["dataset"] == "digits"
     assert len(state["preprocess"]["mean"]) == 1  # digits: one channel
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"] == {"train": 1295, "validation": 142, "test": 360}
+    assert config["config"]["val_fraction"] == 0.1
+
+
+def test_no_validation_split_scores_the_final_weights(classifier_config):
+    result = run_training("classifier", classifier_config(epochs=1, val_fraction=0.0))
+    assert set(result.metrics) == {"test_acc"}
+    assert not (Path(result.run_dir) / "checkpoints" / "best.pt").exists()
 
 
 def test_a_model_that_cannot_fit_is_refused_before_it_is_built(classifier_config):

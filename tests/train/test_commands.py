@@ -63,7 +63,7 @@ BAD_INPUT = [
     (["train", "classifier", "--lr", "inf"], "--lr must be a finite number"),
     (["train", "dit", "--run-name", "../x"], "--run-name '../x' is not a plain directory name"),
     (["train", "dit", "--run-name", "{a_file_name}", "--runs-dir", "{tmp}"], "is a file, not a run"),
-    (["train", "dit", "--width", "100"], "--width 100 must be a multiple of 4 and of --heads 6"),
+    (["train", "dit", "--hidden-size", "100"], "--hidden-size 100 must be a multiple of 4 and of --heads 6"),
     (["train", "dit", "--heads", "-1"], "--heads"),
     (["train", "dit", "--config", "{bad_key_toml}"], "unknown key 'nope'"),
     (["train", "dit", "--config", "{wrong_type_toml}"], "steps = '3' is not an integer"),
@@ -159,12 +159,13 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     run = runs_dir / "cli"
     assert (run / "checkpoints" / "step_0000002.pt").exists()
 
+    trained = (run / "samples" / "latest.png").read_bytes()  # training's newest grid
     sample = ["sample", "--run", str(run), "--samples-per-class", "3", "--sample-steps", "2", "--device", "cpu"]
     assert main(sample) == 0
-    first = run / "samples" / "sample_step_0000002_euler_2steps_cfg1.5_seed0.png"
+    first = run / "samples" / "sample_step_0000002_euler_2steps_cfg1.5_seed0_3per-class.png"
     with Image.open(first) as png:  # 48-pixel tiles, labels 0-9 beside them, a caption above
         assert png.size[0] == grid_layout(10, 3, 8, DIGITS).size[0] and png.size[1] > 10 * 50
-    assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()
+    assert (run / "samples" / "latest.png").read_bytes() == trained  # still training's
 
     out = tmp_path / "elsewhere" / "grid.png"
     out.parent.mkdir()  # --out never makes a folder
@@ -174,7 +175,7 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     with Image.open(out) as png:
         assert png.size[0] == grid_layout(10, 1, 8, DIGITS).size[0]
     assert str(out) in capsys.readouterr().out
-    assert (run / "samples" / "latest.png").read_bytes() == first.read_bytes()  # --out elsewhere: not the latest
+    assert (run / "samples" / "latest.png").read_bytes() == trained
 
 
 def test_a_config_file_reruns_or_varies_a_run(fast_flags, runs_dir, tmp_path):
@@ -197,7 +198,7 @@ def test_a_config_file_reruns_or_varies_a_run(fast_flags, runs_dir, tmp_path):
 
 
 def test_dit_shape_beyond_the_presets(dit_config):
-    result = run_training("dit", dit_config(run_name="shape", steps=1, depth=2, width=64, heads=4))
+    result = run_training("dit", dit_config(run_name="shape", steps=1, depth=2, hidden_size=64, heads=4))
     state = checkpoint.load(Path(result.checkpoint))
     shape = {k: state["model_config"][k] for k in ("depth", "hidden_size", "num_heads")}
     assert shape == {"depth": 2, "hidden_size": 64, "num_heads": 4}
@@ -207,20 +208,29 @@ def test_dit_shape_beyond_the_presets(dit_config):
     assert state["model"]["blocks.0.attn.qkv.weight"].shape == (192, 64)
 
 
-def test_sampling_twice_never_replaces_a_grid(existing_run, capsys):
+def test_the_same_settings_point_at_their_grid_and_force_draws_it_again(existing_run, capsys):
     run = Path(existing_run.run_dir)
     base = ["sample", "--run", str(run), "--samples-per-class", "1", "--sample-steps", "1", "--device", "cpu"]
-    for cfg in ("2", "4", "4"):
-        assert main([*base, "--cfg-scale", cfg]) == 0
+    for extra in (["--cfg-scale", "2"], ["--cfg-scale", "4"], ["--cfg-scale", "4"]):
+        assert main([*base, *extra]) == 0
+    grid = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class.png"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{grid} has these settings already; open it, or pass another --seed for new noise "
+        "(--force draws this grid again as a new file)"
+    )
+    assert main([*base, "--cfg-scale", "4", "--force"]) == 0
+    assert main([*base, "--cfg-scale", "4", "--seed", "1"]) == 0
     names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
     assert names == [
-        "sample_step_0000001_euler_1steps_cfg2_seed0.png",
-        "sample_step_0000001_euler_1steps_cfg4_seed0-2.png",
-        "sample_step_0000001_euler_1steps_cfg4_seed0.png",
+        "sample_step_0000001_euler_1steps_cfg2_seed0_1per-class.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class-2.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class.png",
+        "sample_step_0000001_euler_1steps_cfg4_seed1_1per-class.png",
     ]
-    newest = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0-2.png"
-    assert (run / "samples" / "latest.png").read_bytes() == newest.read_bytes()
-    assert "wrote " + str(newest) in capsys.readouterr().out.splitlines()[-1]
+    again = run / "samples" / "sample_step_0000001_euler_1steps_cfg4_seed0_1per-class-2.png"
+    assert again.read_bytes() == grid.read_bytes()  # --force: the same noise, the same grid, asked for
+    trained = run / "samples" / "step_0000001.png"  # the grid training drew at its end
+    assert (run / "samples" / "latest.png").read_bytes() == trained.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -265,9 +275,33 @@ def test_sample_takes_a_run_name_or_a_path(existing_run, monkeypatch, tmp_path, 
     assert main([*base, "--run", run.name]) == 0
     assert main([*base, "--run", str(run), "--seed", "1"]) == 0
     names = sorted(p.name for p in (run / "samples").glob("sample_*.png"))
-    assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0.png", "1.png"]
+    assert [n.rsplit("_seed", 1)[1] for n in names][-2:] == ["0_1per-class.png", "1_1per-class.png"]
     assert main([*base, "--run", "no-such-run"]) == 2
-    assert f"no usable checkpoint in {run.parent / 'no-such-run'}/checkpoints" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"tandem sample: error: --run no-such-run: no such run in {run.parent}; its dit runs, newest first: old\n"
+    )
+
+
+def test_a_length_in_epochs_for_the_dit_and_in_steps_for_the_classifier(fast_flags, runs_dir, capsys):
+    dit = fast_flags(run_name="dit-epochs", steps=0, epochs=1, batch_size=256)  # 1,437 images: 5 steps
+    assert main(["train", "dit", *dit]) == 0
+    record = json.loads((runs_dir / "dit-epochs" / "config.json").read_text())
+    assert (record["config"]["steps"], record["config"]["epochs"], record["total_steps"]) == (0, 1, 5)
+    classifier = fast_flags("classifier", run_name="clf-steps", steps=3, epochs=0)
+    assert main(["train", "classifier", *classifier]) == 0
+    record = json.loads((runs_dir / "clf-steps" / "config.json").read_text())
+    assert (record["config"]["steps"], record["config"]["epochs"], record["total_steps"]) == (3, 0, 3)
+    assert "completed at step 3" in capsys.readouterr().out
+
+
+def test_a_run_is_taken_where_a_checkpoint_is_asked_for(fast_flags, runs_dir, existing_run, monkeypatch):
+    monkeypatch.setenv("TANDEM_RUNS_DIR", str(runs_dir))
+    assert main(["train", "classifier", *fast_flags("classifier", run_name="judge", epochs=1)]) == 0
+    argv = [*fast_flags(run_name="judged", steps=1, eval_samples=20), "--classifier-checkpoint", "latest"]
+    assert main(["train", "dit", *argv]) == 0
+    record = json.loads((runs_dir / "judged" / "config.json").read_text())
+    assert Path(record["config"]["classifier_checkpoint"]).parent == runs_dir / "judge" / "checkpoints"
+    assert main(["sample", "--checkpoint", str(runs_dir / "old"), "--samples-per-class", "1", "--device", "cpu"]) == 0
 
 
 def test_sample_out_in_a_missing_folder_is_refused_and_no_folder_made(tmp_path, capsys):
@@ -292,6 +326,6 @@ def test_sample_from_a_read_only_run_is_one_line_before_sampling(existing_run, t
         assert sorted(str(p) for p in ro.rglob("*")) == before
     folder = ro / "samples" if any(name.startswith("samples/") for name in files) else ro
     assert captured.err == (
-        f"tandem sample: error: cannot write {ro / 'samples' / 'latest.png'}: {folder} is on a read-only file system\n"
+        f"tandem sample: error: cannot write {ro / 'samples' / 'sample_step_0000002_euler_1steps_cfg1.5_seed0_1per-class.png'}: {folder} is on a read-only file system\n"
     )
     assert "device:" not in captured.out  # refused before the model was moved or sampled

@@ -54,3 +54,31 @@ def test_an_optional_bool_round_trips_through_flags():
     for value in (True, False):
         argv = config_to_argv(DiTTrainConfig(compile=value))
         assert parser_for(DiTTrainConfig).parse_args(argv).compile is value
+
+
+@pytest.mark.parametrize(
+    ("cls", "argv", "length"),
+    [
+        (DiTTrainConfig, [], (600, 0)),  # the DiT's default length is in steps
+        (DiTTrainConfig, ["--epochs", "3"], (0, 3)),  # a length given alone is that length alone
+        (DiTTrainConfig, ["--steps", "50", "--epochs", "3"], (50, 3)),  # both: whichever ends first
+        (ClassifierTrainConfig, [], (0, 15)),  # the classifier's, in epochs
+        (ClassifierTrainConfig, ["--steps", "200"], (200, 0)),
+    ],
+)
+def test_both_trainers_take_a_length_in_steps_and_or_epochs(cls, argv, length):
+    c = config_from_args(cls, parser_for(cls).parse_args(argv))
+    assert (c.steps, c.epochs) == length
+
+
+def test_steps_and_epochs_mean_one_thing_on_both_trainers():
+    from tandem.train.config import total_steps
+
+    assert total_steps(DiTTrainConfig(steps=0, epochs=3), steps_per_epoch=22) == 66
+    assert total_steps(ClassifierTrainConfig(steps=50, epochs=3), steps_per_epoch=22) == 50
+    assert total_steps(ClassifierTrainConfig(steps=100, epochs=3), steps_per_epoch=22) == 66
+    help_of = {cls: {f.name: f.metadata["help"] for f in dataclasses.fields(cls)} for cls in CONFIGS.values()}
+    shared = help_of[DiTTrainConfig].keys() & help_of[ClassifierTrainConfig].keys()
+    assert {"steps", "epochs", "image_size", "batch_size"} <= shared
+    assert all(help_of[DiTTrainConfig][n] == help_of[ClassifierTrainConfig][n] for n in shared - {"batch_size"})
+    assert "width" not in help_of[DiTTrainConfig]  # the DiT's is --hidden-size: --width is the classifier's

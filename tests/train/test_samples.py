@@ -96,8 +96,11 @@ def test_replace_false_never_overwrites(tmp_path):
 
 
 def test_sample_names_carry_what_makes_grids_differ(tmp_path):
-    assert sample_name(600, "heun", 16, 2.0, 0) == "sample_step_0000600_heun_16steps_cfg2_seed0.png"
-    assert sample_name(600, "euler", 4, 1.5, 3, ema=False) == "sample_step_0000600_euler_4steps_cfg1.5_seed3_raw.png"
+    assert sample_name(600, "heun", 16, 2.0, 0) == "sample_step_0000600_heun_16steps_cfg2_seed0_8per-class.png"
+    assert (
+        sample_name(600, "euler", 4, 1.5, 3, ema=False, per_class=2)
+        == "sample_step_0000600_euler_4steps_cfg1.5_seed3_2per-class_raw.png"
+    )
     names = free_names(tmp_path / "g.png")
     assert [next(names).name for _ in range(3)] == ["g.png", "g-2.png", "g-3.png"]
 

@@ -14,6 +14,8 @@ Splits never depend on the run's seed, so every run of a dataset is scored on th
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
 
 SPLIT_SEED = 0
 DIGITS_TEST_SIZE = 360
+DIGITS_SPLIT = Path(__file__).with_name("digits_split.json")  # its test images, as train_test_split chose them
 IMAGEFOLDER_TEST_FRACTION = 0.2
 
 
@@ -84,6 +87,27 @@ class ImageData:
         )
 
 
+def hold_out(data: ImageData, fraction: float) -> tuple[ImageData, torch.Tensor, torch.Tensor]:
+    """A validation split out of the training images: `fraction` of each class, chosen by a fixed seed (the
+    same for every run of a dataset, as the test split), and the training images left. Returns the data
+    with those training images, and the held-out images and labels."""
+    if fraction <= 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=data.train_labels.device)
+        return data, data.train_images[empty], data.train_labels[empty]
+    labels = data.train_labels.cpu()
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    held = []
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        held.append(members[: round(fraction * len(members))])
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[torch.cat(held)] = False
+    keep = keep.to(data.train_labels.device)
+    kept = dataclasses.replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
+    return kept, data.train_images[~keep], data.train_labels[~keep]
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path,
@@ -113,7 +137,12 @@ def load_dataset(
             synthetic_shape = (synthetic_shape[0], image_size, image_size)
         return _load_synthetic(tuple(synthetic_shape), synthetic_size, num_classes, seed)
     data = LOADERS[name](data_dir / name)
-    return data if image_size is None else _resize_data(data, image_size)
+    # the dataset's own size given (a run's config.json records it): nothing to resize
+    return (
+        data
+        if image_size is None or data.image_shape[1:] == (image_size, image_size)
+        else _resize_data(data, image_size)
+    )
 
 
 def _image_data(name, train, test, class_names, flip) -> ImageData:
@@ -149,13 +178,17 @@ def _split(images: np.ndarray, labels: np.ndarray, n_test: int) -> tuple[Labelle
 
 
 def _load_digits(_: Path) -> ImageData:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    """scikit-learn's bundled digits, read from the CSV file it ships (importing sklearn.datasets takes
+    seconds), split as digits_split.json records (sklearn's own split of them: tests/data checks both)."""
+    csv = Path(importlib.util.find_spec("sklearn").origin).parent / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(csv, delimiter=",")
+    labels = table[:, -1].astype(np.int64)
     # Pixels are counts 0..16 of set bits in 4x4 blocks; scale to the 0..255 range of every other dataset.
-    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
-    train, test = _split(images, digits.target.astype(np.int64), DIGITS_TEST_SIZE)
-    return _image_data("digits", train, test, [str(d) for d in range(10)], flip=False)
+    images = np.rint(table[:, :-1].reshape(-1, 1, 8, 8) * (255 / 16)).astype(np.uint8)
+    test = np.zeros(len(labels), dtype=bool)
+    test[json.loads(DIGITS_SPLIT.read_text())["test"]] = True
+    train, held_out = LabelledImages(images[~test], labels[~test]), LabelledImages(images[test], labels[test])
+    return _image_data("digits", train, held_out, [str(d) for d in range(10)], flip=False)
 
 
 def _idx_loader(name: str) -> Callable[[Path], ImageData]:

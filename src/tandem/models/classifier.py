@@ -117,6 +117,11 @@ class ResNet18(nn.Module):
 # -----------------------------------------------------------------------------
 
 
+def airbench_width(image_size: int) -> int:
+    """The airbench base width for this image size: 32 is as accurate on 8x8 digits and 4x cheaper."""
+    return 32 if image_size <= 16 else 64
+
+
 def build_classifier(
     arch: str, *, num_classes: int, in_channels: int, image_size: int, width: int | None = None
 ) -> nn.Module:
@@ -134,7 +139,7 @@ def build_classifier(
         if width is not None and width < 1:
             raise ValueError(f"the airbench width must be a positive integer, got {width}")
         if width is None:
-            width = 32 if image_size <= 16 else 64  # 32 is as accurate on 8x8 digits and 4x cheaper
+            width = airbench_width(image_size)
         return AirbenchNet(num_classes=num_classes, in_channels=in_channels, image_size=image_size, width=width)
     if width is not None:
         raise ValueError("a width applies to airbench only, not to resnet18")

@@ -19,7 +19,6 @@ field. A missing or unreadable config.json is restored from the checkpoint, whic
 
 from __future__ import annotations
 
-import math
 import shutil
 import typing
 from collections.abc import Callable, Collection
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from tandem.errors import UsageError
 from tandem.train.config import CONFIGS, TrainConfig
-from tandem.train.flags import TYPE_WORDS, flag_name, flag_text, show_value
+from tandem.train.flags import CHOSEN, LENGTHS, TYPE_WORDS, flag_name, flag_text, show_value
 from tandem.train.run import RunDir, RunLock
 from tandem.train.validate import validate
 
@@ -59,7 +58,6 @@ CHANGEABLE = frozenset(
     }
 )
 PER_ATTEMPT = frozenset({"resume", "stop_after", "runs_dir", "run_name", "data_dir"})
-LENGTH = {"dit": "steps", "classifier": "epochs"}
 
 
 @dataclass
@@ -114,7 +112,7 @@ def plan_attempt(
         )
     found = run.checkpoints.latest_valid(report=report)
     if found is None:
-        resolved, _ = _merge(kind, record["config"] if record else {}, config, given, start_over=True)
+        resolved, _ = _merge(kind, record["config"] if record else {}, config, given, start_over=True, record=record)
         return Attempt(
             START_OVER,
             resolved,
@@ -134,9 +132,9 @@ def plan_attempt(
         problem = "is unreadable or not a run's record" if run.config_path.exists() else "is missing"
         restored = f"{run.config_path} {problem}: restored from {checkpoint.name}; "
     recorded = _in_force(run, record, trained, checkpoint, given)
-    resolved, changes = _merge(kind, recorded, config, given, start_over=False)
+    resolved, changes = _merge(kind, recorded, config, given, start_over=False, record=record)
     step = state["step"]
-    _check_length(kind, run, resolved, recorded, step, total_steps, changes)
+    _check_length(run, resolved, step, total_steps, changes)
     shown = "; ".join(f"{flag_name(k)} {show_value(a)} -> {show_value(b)}" for k, (a, b) in changes.items())
     note = f"{restored}resuming {run.path} from {checkpoint.name}"
     note += f"; changed from step {step}: {shown}" if shown else ""
@@ -180,9 +178,9 @@ def claim_attempt(
     return attempt, lock
 
 
-def check_total_steps(kind: str, attempt: Attempt, total_steps: int) -> None:
-    """A resumed classifier's length in steps is known once its data is: the same rule, now exact."""
-    _check_length(kind, RunDir(attempt.run_dir), attempt.config, {}, attempt.step, total_steps, attempt.changes)
+def check_total_steps(attempt: Attempt, total_steps: int) -> None:
+    """A resumed run's length in steps is known once its data is (a length in epochs): the same rule, exact."""
+    _check_length(RunDir(attempt.run_dir), attempt.config, attempt.step, total_steps, attempt.changes)
 
 
 def recorded_changes(attempt: Attempt | None, previous: dict) -> list[dict]:
@@ -244,10 +242,14 @@ def _same(a, b) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
 
 
-def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, start_over: bool):
-    """The run's recorded settings, with this attempt's given ones where they may change."""
+def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, start_over: bool, record=None):
+    """The run's recorded settings, with this attempt's given ones where they may change. A setting the run
+    chose for itself (its record's sources say "chosen by ...") is kept when this attempt leaves it to be
+    chosen (0, None): the record holds what that choice was."""
     cls = CONFIGS[kind]
     types = typing.get_type_hints(cls)
+    sources = (record or {}).get("sources")
+    chosen = {n for n, source in sources.items() if str(source).startswith(CHOSEN)} if isinstance(sources, dict) else ()
     values, changes = {}, {}
     for f in fields(cls):
         now = getattr(config, f.name)
@@ -255,13 +257,14 @@ def _merge(kind: str, recorded: dict, config: TrainConfig, given: set[str], *, s
             values[f.name] = now
             continue
         may_change = start_over or f.name in CHANGEABLE
-        if f.name in given and may_change and not _same(now, recorded[f.name]):
+        left_to_choose = f.name in chosen and now in (0, None) and not isinstance(now, bool)
+        if f.name in given and may_change and not left_to_choose and not _same(now, recorded[f.name]):
             values[f.name] = now
             if not start_over:
                 changes[f.name] = (recorded[f.name], now)
             continue
         before = _recorded_value(recorded[f.name], types[f.name], f.name, may_change)
-        if f.name not in given or now == before:
+        if f.name not in given or now == before or left_to_choose:
             values[f.name] = before
         else:
             raise UsageError(
@@ -282,17 +285,21 @@ def _recorded_value(value, kind: type, name: str, may_change: bool):
     return value
 
 
-def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> None:
+def _length(config: TrainConfig) -> str:
+    """The run's length as flags: --steps 600, --epochs 15, or both (whichever ends first)."""
+    return " and ".join(flag_text(name, getattr(config, name)) for name in ("steps", "epochs") if getattr(config, name))
+
+
+def _check_length(run, resolved, step, total_steps, changes) -> None:
     """A continued run trains on from `step`: it may be extended, never cut below it, and one that is
-    complete must be extended to continue."""
-    length = LENGTH[kind]
-    flag = flag_name(length)
-    if kind == "dit":
+    complete must be extended to continue. `total_steps`: the run's length in steps, when known (a length
+    in epochs is known once the data is)."""
+    if total_steps is None and not resolved.epochs:
         total_steps = resolved.steps
     if total_steps is not None and total_steps < step:
         raise UsageError(
-            f"--resume: {flag} {getattr(resolved, length)} ends before step {step}, which {run.path} has reached; "
-            f"pass a larger {flag}"
+            f"--resume: {_length(resolved)} ends before step {step}, which {run.path} has reached; "
+            "pass a larger --steps or --epochs"
         )
     # Complete: it reached its length and its final record was written; one killed between its last
     # checkpoint and that record continues, training nothing, to write its final artefacts.
@@ -300,10 +307,10 @@ def _check_length(kind, run, resolved, recorded, step, total_steps, changes) -> 
     finished = bool(finals) and finals[-1].get("status") == "completed" and finals[-1]["step"] == step
     if total_steps is not None:
         complete = finished and step >= total_steps
-    else:  # the classifier before its data is loaded: a longer --epochs is more to train
-        complete = finished and not getattr(resolved, length) > recorded.get(length, math.inf)
+    else:  # a length in epochs before the data is loaded: a changed length is decided once it is
+        complete = finished and not (LENGTHS & changes.keys())
     if complete:
         raise UsageError(
-            f"--resume: {run.path} is complete (step {step}, {flag} {getattr(resolved, length)}); "
-            f"pass a larger {flag} to train it further, or start a new run with another --run-name"
+            f"--resume: {run.path} is complete (step {step}, {_length(resolved)}); pass a larger --steps or "
+            "--epochs to train it further, or start a new run with another --run-name"
         )

@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import json
 import random
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -26,9 +25,9 @@ import torch
 
 from tandem.errors import UsageError
 from tandem.files import atomic_write  # by name: the reliability tests intercept checkpoint writes here
+from tandem.train.checkpoint_names import NAME, file_name
 
 FORMAT = 1
-NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
 class CheckpointError(Exception):
@@ -138,7 +137,7 @@ class CheckpointDir:
         self._failure: Exception | None = None
 
     def path(self, step: int) -> Path:
-        return self.directory / f"step_{step:07d}.pt"
+        return self.directory / file_name(step)
 
     def existing(self) -> list[tuple[int, Path]]:
         """(step, path) of every checkpoint file, oldest first."""

@@ -1,22 +1,31 @@
 """Train an image classifier, airbench style: the whole dataset lives on the device, batches are gathered
 and augmented there (random translate, and flips where the data allows), SGD with Nesterov momentum,
-label smoothing, warmup then decay, and test accuracy (with flip test-time augmentation) every epoch."""
+label smoothing, warmup then decay. A validation split held out of the training images is scored every
+epoch (with flip test-time augmentation) and keeps the best weights (checkpoints/best.pt); the test set
+is scored once, at the end, by those weights."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from tandem.data import Augment, ImageData
+from tandem.data.datasets import hold_out
 from tandem.errors import UsageError
 from tandem.models import build_classifier
+from tandem.models.classifier import airbench_width
 from tandem.train import distributed, memory
 from tandem.train.batches import BatchPlan
+from tandem.train.checkpoint import CheckpointError
+from tandem.train.checkpoint import load as load_checkpoint
+from tandem.train.checkpoint_names import BEST
 from tandem.train.config import ClassifierTrainConfig
+from tandem.train.config import total_steps as run_length
 from tandem.train.device import autocast
 from tandem.train.evaluate import predict
 from tandem.train.loop import train_loop
@@ -64,6 +73,13 @@ def check_model_memory(c: ClassifierTrainConfig, model_config: dict, device: tor
         f"the classifier of --arch {c.arch}{f' --width {c.width}' if c.width else ''} ({parameters:,} parameters)",
         "pass a smaller --width",
     )
+
+
+def with_width(identity: dict) -> dict:
+    """A checkpoint's model identity with its width filled in: older checkpoints say None for airbench's own."""
+    if identity.get("arch") == "airbench" and identity.get("width", 0) is None:
+        return {**identity, "width": airbench_width(identity["image_size"])}
+    return identity
 
 
 @dataclasses.dataclass
@@ -139,11 +155,22 @@ def train(c: ClassifierTrainConfig, given: Collection[str] | None = None) -> Run
 
 
 def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
-    data, device = s.data, s.device
+    device = s.device
+    data, val_images, val_labels = hold_out(s.data, c.val_fraction)  # validation: out of the training set
+    s.data, s.validation_size = data, len(val_images)
+    if c.batch_size > len(data.train_images):
+        raise UsageError(
+            f"--batch-size {c.batch_size} is larger than the {len(data.train_images)} training images left beside "
+            f"the --val-fraction {c.val_fraction:g} held out; pass a smaller --batch-size"
+        )
     mean, std = channel_stats(data.train_images)
+    if c.arch == "airbench" and not c.width:
+        c = s.choose(f"--arch airbench for {data.image_shape[-1]}px images", width=airbench_width(data.image_shape[-1]))
     model, model_config = build_model(c, data, mean, std)
+    if s.run.state is not None:
+        s.run.state["identity"] = with_width(s.run.state["identity"])
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
-    total_steps = c.epochs * plan.steps_per_epoch
+    total_steps = run_length(c, plan.steps_per_epoch)
     resume = s.begin({"dataset": c.dataset, **model_config}, IDENTITY_FLAGS, total_steps)  # the last check
 
     train_step = ClassifierStep.create(
@@ -151,6 +178,8 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
     )
     model = train_step.model
     tta = c.tta and data.flip
+    # The best weights by validation accuracy: every rank keeps them (all score the same), rank 0 saves them.
+    best = Best.restored(resume, s.run.dir.checkpoints.directory)
 
     def training_state() -> dict:
         return {
@@ -158,31 +187,40 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
             "model_config": model_config,
             "preprocess": {"mean": mean, "std": std},
             "class_names": data.class_names,
+            "best": best.record(),
         }
 
-    def test_accuracy() -> float:
-        """Each rank scores its share of the test set; the counts are summed over ranks."""
-        share = torch.arange(len(data.test_images), device=device).chunk(s.layout.world_size)
+    def accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Each rank scores its share of the images; the counts are summed over ranks."""
+        share = torch.arange(len(images), device=device).chunk(s.layout.world_size)
         idx = share[s.layout.rank] if s.layout.rank < len(share) else share[0][:0]
         with autocast(device, c.amp):
-            logits = predict(
-                model, data.test_images[idx], mean, std, tta_flip=tta, channels_last=train_step.channels_last
-            )
-        correct = (logits.argmax(dim=1) == data.test_labels[idx]).sum().item()
+            logits = predict(model, images[idx], mean, std, tta_flip=tta, channels_last=train_step.channels_last)
+        correct = (logits.argmax(dim=1) == labels[idx]).sum().item()
         correct, total = distributed.sum_all([correct, len(idx)], device)
         return correct / total
 
+    epochs = -(-total_steps // plan.steps_per_epoch)
+
     def end_of_epoch(step: int) -> dict:
         epoch = step // plan.steps_per_epoch
-        metrics = {"epoch": epoch, "test_acc": test_accuracy()}
-        s.print(f"epoch {epoch:>3}/{c.epochs}  test accuracy {metrics['test_acc']:.4f}")
-        return metrics
+        if not len(val_images):
+            return {"epoch": epoch}
+        val_acc = accuracy(val_images, val_labels)
+        improved = best.offer(val_acc, step, model)
+        if improved and s.is_main:  # what scoring needs, not what resuming needs
+            s.run.save_best(step, {k: v for k, v in training_state().items() if k not in ("optimizer", "scheduler")})
+        s.print(
+            f"epoch {epoch:>3}/{epochs}  validation accuracy {val_acc:.4f}" + ("  (best so far)" if improved else "")
+        )
+        return {"epoch": epoch, "val_acc": val_acc}
 
     s.print(
-        f"classifier: {c.arch}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{c.epochs} epochs x {plan.steps_per_epoch} steps of {c.batch_size} images"
+        f"classifier: {c.arch}, {sum(p.numel() for p in model.parameters()):,} parameters, {total_steps} steps "
+        f"({total_steps / plan.steps_per_epoch:.3g} epochs of {plan.steps_per_epoch}) of {c.batch_size} images; "
+        f"{len(val_images)} of the training images held out for validation"
     )
-    step, metrics, timing = train_loop(
+    step, _, timing = train_loop(
         s,
         train_step,
         total_steps,
@@ -191,5 +229,53 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         evaluate_every=plan.steps_per_epoch,
         evaluate=end_of_epoch,
     )
-    status = "completed" if step >= total_steps else "stopped"
-    return s.run.finish(status, step, metrics, {}, model, timing)
+    if step < total_steps:
+        return s.run.finish("stopped", step, best.metrics(), {}, model, timing)
+    best.load_into(model)  # the test set is scored once, at the end, by the weights validation chose
+    metrics = {"test_acc": accuracy(data.test_images, data.test_labels), **best.metrics()}
+    s.print(f"test accuracy {metrics['test_acc']:.4f} ({best.describe()})")
+    return s.run.finish("completed", step, metrics, {}, model, timing)
+
+
+class Best:
+    """The weights with the best validation accuracy so far, in host memory, and how good they were."""
+
+    def __init__(self, val_acc: float = -1.0, step: int = 0, weights: dict | None = None):
+        self.val_acc, self.step, self.weights = val_acc, step, weights
+
+    @classmethod
+    def restored(cls, resume: dict | None, checkpoints: Path) -> Best:
+        """A resumed run's best: its value from the checkpoint resumed, its weights from best.pt when that
+        holds them (else none yet: the next validation is the best)."""
+        saved = (resume or {}).get("best") or {}
+        try:
+            kept = load_checkpoint(checkpoints / BEST) if saved else None
+        except CheckpointError:
+            kept = None
+        if kept is None or kept["step"] != saved["step"]:  # none, or one from steps being redone: start afresh
+            return cls()
+        return cls(saved["val_acc"], saved["step"], kept["model"])
+
+    def offer(self, val_acc: float, step: int, model: nn.Module) -> bool:
+        """Keep `model`'s weights when they validate at least as well: a tie goes to the later weights,
+        trained longer at a lower rate (a small validation set ties often)."""
+        if val_acc < self.val_acc:
+            return False
+        self.val_acc, self.step = val_acc, step
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return True
+
+    def load_into(self, model: nn.Module) -> None:
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+    def record(self) -> dict:
+        return {"val_acc": self.val_acc, "step": self.step} if self.val_acc >= 0 else {}
+
+    def metrics(self) -> dict:
+        return {"val_acc": self.val_acc, "best_step": self.step} if self.val_acc >= 0 else {}
+
+    def describe(self) -> str:
+        if self.val_acc < 0:
+            return "the final weights; no validation split"
+        return f"the weights of step {self.step}, validation accuracy {self.val_acc:.4f}"

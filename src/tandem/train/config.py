@@ -64,6 +64,10 @@ class TrainConfig:
         "with the settings its config.json records; flags given may only change its length, cadence, sampling "
         "and device (recorded in config.json). A run with no complete checkpoint starts over",
     )
+    # length: whichever of the two is reached first (0: no limit of that kind); a command that gives one
+    # of them alone sets the other to 0
+    steps: int = setting(0, help="optimizer steps to train (0: no step limit; --epochs sets the length)")
+    epochs: int = setting(0, help="passes over the training set to train (0: no epoch limit; --steps sets the length)")
     checkpoint_every: int = setting(500, help="write a checkpoint every this many steps (0: only at the end)")
     keep_checkpoints: int = setting(3, help="keep only this many most recent checkpoints")
     stop_after: int = setting(
@@ -77,8 +81,9 @@ class TrainConfig:
     # Not --log: torchrun reads the whole command line and refuses --log as a prefix of its --log-dir etc.
     loggers: str = setting(
         "auto",
-        help="loggers besides metrics.jsonl, comma-separated: tensorboard (<run>/tensorboard/), wandb (key from "
-        "WANDB_API_KEY or `wandb login`); auto: tensorboard when installed; none",
+        help="loggers added to metrics.jsonl and TensorBoard (event files in the run directory; on whenever "
+        "installed), comma-separated: wandb (key from WANDB_API_KEY or `wandb login`); none: no TensorBoard "
+        "(none,wandb: W&B alone)",
     )
     wandb_project: str = setting("tandem", help="the Weights & Biases project of --loggers wandb")
     # optimisation
@@ -115,7 +120,7 @@ class ClassifierTrainConfig(TrainConfig):
 
     arch: str = setting("airbench", help="classifier architecture: airbench or resnet18")
     width: int = setting(0, help="airbench base width (blocks use w, 4w, 4w); 0: the architecture's default")
-    epochs: int = setting(15, help="passes over the training set")
+    epochs: int = default("epochs", 15)
     lr: float = default("lr", 0.05)
     momentum: float = setting(0.9, help="SGD Nesterov momentum")
     weight_decay: float = default("weight_decay", 5e-4)
@@ -123,6 +128,12 @@ class ClassifierTrainConfig(TrainConfig):
     lr_schedule: str = default("lr_schedule", "linear")
     grad_clip: float = default("grad_clip", 0.0)
     checkpoint_every: int = default("checkpoint_every", 200)
+    val_fraction: float = setting(
+        0.1,
+        help="fraction of each class of the training images held out for validation (the same for every run "
+        "of a dataset): scored every epoch, it keeps the best checkpoint (checkpoints/best.pt), whose weights "
+        "score the test set once at the end; 0: no validation, the final weights are scored",
+    )
     label_smoothing: float = setting(0.2, help="label smoothing of the cross-entropy loss")
     translate: int = setting(
         1, help="random-translate augmentation by up to this many pixels, fewer than the image size"
@@ -135,17 +146,19 @@ class ClassifierTrainConfig(TrainConfig):
 class DiTTrainConfig(TrainConfig):
     """Class-conditional DiT trained by flow matching, sampled with an ODE solver from its EMA weights."""
 
-    size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL (depth, width and heads of a preset)")
+    size: str = setting("tiny", help="DiT size: tiny, S, B, L or XL (depth, hidden size and heads of a preset)")
     depth: int = setting(
         0,
         help="transformer blocks; 0: the --size preset's. The model, its training state and a batch's "
         "activations must fit the device's memory (estimated, and refused before anything is written)",
     )
-    width: int = setting(0, help="hidden size of the transformer, a multiple of 4 and of --heads; 0: the preset's")
-    heads: int = setting(0, help="attention heads, dividing the width; 0: the preset's")
+    hidden_size: int = setting(
+        0, help="hidden size of the transformer, a multiple of 4 and of --heads; 0: the preset's"
+    )
+    heads: int = setting(0, help="attention heads, dividing the hidden size; 0: the preset's")
     patch_size: int = setting(4, help="patch size in pixels; must divide the image size")
     class_dropout: float = setting(0.1, help="probability of dropping the label (trains classifier-free guidance)")
-    steps: int = setting(600, help="optimizer steps")
+    steps: int = default("steps", 600)
     batch_size: int = setting(
         0,
         help="global batch size (split evenly across distributed ranks); 0: the device's default, 64 on CPU and "
@@ -153,7 +166,7 @@ class DiTTrainConfig(TrainConfig):
     )
     lr: float = default("lr", 2e-3)
     warmup_steps: int = default("warmup_steps", 20)
-    weight_decay: float = setting(0.0, help="AdamW weight decay")
+    weight_decay: float = default("weight_decay", 0.0)  # AdamW's
     ema_decay: float = setting(0.99, help="decay of the exponential moving average of the weights")
     timestep_schedule: str = setting(
         "logit-normal", help="distribution of training timesteps", choices=TIMESTEP_SCHEDULES
@@ -169,7 +182,9 @@ class DiTTrainConfig(TrainConfig):
     solver: str = setting("heun", help="ODE solver for sampling", choices=SOLVERS)
     cfg_scale: float = setting(1.5, help="classifier-free guidance scale (1: no guidance)")
     classifier_checkpoint: str = setting(
-        "", help="a classifier checkpoint of the same dataset: report sample accuracy and Frechet distance"
+        "",
+        help="a classifier of the same dataset, to report sample accuracy and Frechet distance: a checkpoint "
+        "file, or a classifier run (its directory, name, a unique prefix, latest) for its best checkpoint",
     )
     eval_samples: int = setting(0, help="samples generated for the final evaluation (0: the test-set size)")
 
@@ -206,7 +221,24 @@ def resolve_for_device(
     return dataclasses.replace(config, **chosen), chosen
 
 
+# Settings that were renamed: a run's record from before keeps meaning what it meant.
+RENAMED = {"dit": {"width": "hidden_size"}, "classifier": {}}
+
+
+def upgrade_settings(kind: str, values: dict) -> dict:
+    """A run's recorded settings under today's names."""
+    renamed = RENAMED[kind]
+    return {renamed.get(k, k): v for k, v in values.items() if renamed.get(k, k) not in values or k not in renamed}
+
+
 def config_from_dict(cls: type[TrainConfig], values: dict):
     """A config from a saved dict (config.json, a checkpoint); unknown keys are ignored."""
+    kind = next(k for k, c in CONFIGS.items() if c is cls)
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    return cls(**{k: v for k, v in upgrade_settings(kind, values).items() if k in names})
+
+
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The steps a run trains in all: --steps or --epochs, whichever ends first (0 is no limit)."""
+    limits = [n for n in (config.steps, config.epochs * steps_per_epoch) if n]
+    return min(limits) if limits else 0

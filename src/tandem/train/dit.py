@@ -15,9 +15,10 @@ from tandem.flow import flow_matching_loss
 from tandem.models import DiTConfig, build_dit
 from tandem.models.dit import DiTBlock
 from tandem.models.ema import EMA
+from tandem.runs import resolve_checkpoint
 from tandem.train import distributed, memory
 from tandem.train.batches import BatchPlan
-from tandem.train.config import DiTTrainConfig
+from tandem.train.config import DiTTrainConfig, total_steps
 from tandem.train.device import autocast
 from tandem.train.evaluate import SampleClassifier, score_samples
 from tandem.train.loop import train_loop
@@ -35,7 +36,7 @@ IDENTITY_FLAGS = {
     "in_channels": "--dataset",
     "num_classes": "--dataset",
     "class_dropout_prob": "--class-dropout",
-    "hidden_size": "--width",
+    "hidden_size": "--hidden-size",
     "num_heads": "--heads",
 }
 
@@ -51,9 +52,16 @@ def model_config_of(c: DiTTrainConfig, data: ImageData) -> DiTConfig:
         num_classes=data.num_classes,
         class_dropout_prob=c.class_dropout,
         depth=c.depth or None,
-        hidden_size=c.width or None,
+        hidden_size=c.hidden_size or None,
         num_heads=c.heads or None,
     )
+
+
+def with_shape(identity: dict) -> dict:
+    """A checkpoint's model identity with its shape filled in: older checkpoints say None for the preset's."""
+    shape = DiTConfig(size=identity.get("size", "tiny")).shape
+    filled = {"depth": shape.depth, "hidden_size": shape.hidden_size, "num_heads": shape.num_heads}
+    return {**identity, **{k: v for k, v in filled.items() if identity.get(k, 0) is None}}
 
 
 @dataclasses.dataclass
@@ -81,14 +89,15 @@ class DiTStep(StepState):
         model: nn.Module,
         plan: BatchPlan,
         generators: dict[str, torch.Generator],
+        total_steps: int,
         *,
         resume: dict | None = None,
         prepare: Callable[[nn.Module], nn.Module] = lambda model: model,
     ) -> DiTStep:
-        """The EMA, optimizer and schedule of `c`, then ready(resume, prepare)."""
+        """The EMA, optimizer and schedule of `c` over `total_steps`, then ready(resume, prepare)."""
         ema = EMA(model, c.ema_decay)
         optimizer = adamw(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=c.steps)
+        scheduler = lr_scheduler(optimizer, schedule=c.lr_schedule, warmup=c.warmup_steps, total=total_steps)
         augment = Augment(flip=data.flip)
         step = cls(c, data, plan, model, model, ema, optimizer, scheduler, augment, generators)
         return step.ready(resume, prepare)
@@ -122,6 +131,11 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     data, device = s.data, s.device
     image_shape = data.image_shape
     check_patch_size(image_shape[-1], c.patch_size)  # the dataset's own size, when no --image-size
+    shape = DiTConfig(c.size, depth=c.depth or None, hidden_size=c.hidden_size or None, num_heads=c.heads or None).shape
+    preset = {"depth": shape.depth, "hidden_size": shape.hidden_size, "heads": shape.num_heads}
+    c = s.choose(f"--size {c.size}", **{name: value for name, value in preset.items() if not getattr(c, name)})
+    if c.classifier_checkpoint and not c.eval_samples:
+        c = s.choose("the test set", eval_samples=len(data.test_images))
     model_config = model_config_of(c, data)
     check_sample_memory(c, data.num_classes, image_shape, len(data.test_images), device)
     check_model_memory(c, model_config, c.batch_size // s.layout.world_size, device)
@@ -130,15 +144,18 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     def load_classifier() -> SampleClassifier | None:  # rank 0 evaluates; other nodes need not have the file
         if not c.classifier_checkpoint:
             return None
-        classifier = SampleClassifier.load(c.classifier_checkpoint, device)
+        found = resolve_checkpoint(c.classifier_checkpoint, c.runs_dir, "classifier", "--classifier-checkpoint")
+        classifier = SampleClassifier.load(found, device)
         classifier.check_matches(c.dataset, data.num_classes, image_shape)
         return classifier
 
     classifier = distributed.first_where(s.is_main, load_classifier)
-    resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS)
-
+    if s.run.state is not None:
+        s.run.state["identity"] = with_shape(s.run.state["identity"])
     plan = BatchPlan(len(data.train_images), c.batch_size, c.seed, s.layout.rank, s.layout.world_size, device)
-    train_step = DiTStep.create(c, data, model, plan, s.generators, resume=resume, prepare=s.prepare)
+    total = total_steps(c, plan.steps_per_epoch)
+    resume = s.begin({"dataset": c.dataset, **dataclasses.asdict(model_config)}, IDENTITY_FLAGS, total)
+    train_step = DiTStep.create(c, data, model, plan, s.generators, total, resume=resume, prepare=s.prepare)
     ema = train_step.ema
 
     def training_state() -> dict:
@@ -159,7 +176,7 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         images = class_samples(
             ema.module, labels, image_shape, steps=c.sample_steps, solver=c.solver, cfg_scale=c.cfg_scale, seed=c.seed
         )
-        return save_grid(
+        path = save_grid(
             images,
             c.samples_per_class,
             grid(step),
@@ -167,6 +184,8 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             caption=caption(s.run.dir.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
             latest=s.run.dir.samples_dir / LATEST,
         )
+        s.run.log_image("samples", path, step)
+        return path
 
     start = s.run.start_step
     if resume is not None and c.sample_every and start % c.sample_every == 0 and start < c.steps:
@@ -175,18 +194,18 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             save_samples(start)
     s.print(
         f"dit: {c.size} ({'x'.join(map(str, model_config.shape))} depth x width x heads), {sum(p.numel() for p in model.parameters()):,} parameters, patch {c.patch_size}, "
-        f"{c.steps} steps of {c.batch_size} {'x'.join(map(str, image_shape))} images"
+        f"{total} steps ({total / plan.steps_per_epoch:.3g} epochs) of {c.batch_size} {'x'.join(map(str, image_shape))} images"
     )
     step, _, timing = train_loop(
         s,
         train_step,
-        c.steps,
+        total,
         training_state=training_state,
         lr=lambda: train_step.scheduler.get_last_lr()[0],
         sample_every=c.sample_every,
         sample=save_samples,
     )
-    if step < c.steps:
+    if step < total:
         return s.run.finish("stopped", step, {}, {}, model, timing)
     artifacts, metrics = {}, {}
     if s.is_main:

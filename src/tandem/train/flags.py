@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import typing
 from collections.abc import Collection
 from dataclasses import fields
 from pathlib import Path
 
 from tandem.errors import UsageError
-from tandem.train.config import CONFIGS, TrainConfig
+from tandem.train.config import CONFIGS, TrainConfig, upgrade_settings
 
 
 def flag_name(name: str) -> str:
@@ -35,6 +37,11 @@ def _field_types(cls: type) -> dict[str, type]:
 
 GIVEN = "given_fields"  # the namespace attribute naming the fields set on the command line (or --config)
 CONFIG_FILE = "config_file"
+SOURCES = "setting_sources"  # the namespace attribute saying where the given fields came from (see sources)
+# Where a setting came from, as config.json's "sources" records it. Every setting a run chose for itself
+# (the device's batch size, the --size preset's shape, the dataset's image size) says "chosen by ...".
+FLAG, DEFAULT, RECORD, CHOSEN = "flag", "default", "run record", "chosen by"
+LENGTHS = frozenset({"steps", "epochs"})
 
 
 def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
@@ -58,14 +65,38 @@ def given_fields(args: argparse.Namespace) -> frozenset[str]:
     return getattr(args, GIVEN, frozenset())
 
 
+def sources(args: argparse.Namespace) -> dict[str, str]:
+    """Each given field and where it came from: "flag", "config file PATH (sha256 DIGEST)", or what the
+    process that launched this one said (--setting-sources)."""
+    found = dict.fromkeys(sorted(given_fields(args)), FLAG) | getattr(args, SOURCES, {})
+    if passed := getattr(args, "passed_sources", None):
+        found |= {k: v for k, v in json.loads(passed).items() if k in found}
+    return found
+
+
+def sources_argv(given: dict[str, str] | None) -> list[str]:
+    """The hidden flag that hands the sources other than a flag (a --config file's, say) to the process
+    this one starts (a rank, Modal's trainer), so that its config.json records them too."""
+    passed = {k: v for k, v in (given or {}).items() if v != FLAG}
+    return ["--setting-sources", json.dumps(passed, sort_keys=True)] if passed else []
+
+
+def config_file_source(path: str | Path) -> str:
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return f"config file {path} (sha256 {digest[:16]})"
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
     """One flag per field: `batch_size` -> --batch-size; bools -> --flag / --no-flag; and --config FILE."""
     parser.add_argument(
         "--config",
         metavar="FILE",
         dest=CONFIG_FILE,
-        help="take the settings from a run's config.json or a TOML file (name = value); flags override them",
+        help="take the settings from a run's config.json (or its directory) or a TOML file (name = value); "
+        "flags override them",
     )
+    # How a launcher (the Modal supervisor) passes on where the settings it turns into flags came from.
+    parser.add_argument("--setting-sources", dest="passed_sources", metavar="JSON", help=argparse.SUPPRESS)
     types = _field_types(cls)
     for f in fields(cls):
         kind = types[f.name]
@@ -90,12 +121,31 @@ def config_from_args(cls: type[TrainConfig], args: argparse.Namespace):
     """The config the flags give: a --config file's settings first, the flags typed on top of them (the
     file's keys then count as given, see given_fields)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    found = {}
     if path := getattr(args, CONFIG_FILE, None):
         kind = next(k for k, c in CONFIGS.items() if c is cls)
+        path = config_file_path(path)
         from_file = {k: v for k, v in read_config_file(path, kind).items() if k not in given_fields(args)}
         values.update(from_file)
         setattr(args, GIVEN, given_fields(args) | set(from_file))
+        found = dict.fromkeys(from_file, config_file_source(path))
+    # A length given as one of --steps / --epochs is that length alone: the other one's default is no limit.
+    lengths = LENGTHS & given_fields(args)
+    if len(lengths) == 1:
+        (one,) = lengths
+        (other,) = LENGTHS - lengths
+        values[other] = 0
+        setattr(args, GIVEN, given_fields(args) | {other})
+        if one in found:
+            found[other] = found[one]
+    setattr(args, SOURCES, found)
     return cls(**values)
+
+
+def config_file_path(path: str | Path) -> Path:
+    """--config names a file, or a run directory meaning its config.json."""
+    path = Path(path)
+    return path / "config.json" if path.is_dir() else path
 
 
 def config_to_argv(config: TrainConfig, names: Collection[str] | None = None) -> list[str]:
@@ -129,7 +179,6 @@ NOT_FROM_FILE = ("run_name", "resume", "stop_after")
 def read_config_file(path: str | Path, kind: str) -> dict:
     """The settings in a TOML file (name = value, names as in config.json or as flags) or in a run's
     config.json; UsageError naming the first key that is not a setting of `kind` or has the wrong type."""
-    import json
     import tomllib
 
     path = Path(path)
@@ -145,9 +194,13 @@ def read_config_file(path: str | Path, kind: str) -> dict:
     if isinstance(values.get("config"), dict) and "kind" in values:  # a run's config.json
         if values["kind"] != kind:
             raise UsageError(f"--config {path} is a {values['kind']} run; use it with tandem train {values['kind']}")
-        values = {k: v for k, v in values["config"].items() if k not in NOT_FROM_FILE}
+        # What the run chose for itself (its device's batch size, its preset's shape) is chosen anew.
+        recorded = values.get("sources") if isinstance(values.get("sources"), dict) else {}
+        chosen = {k for k, v in upgrade_settings(kind, recorded).items() if str(v).startswith(CHOSEN)}
+        settings = upgrade_settings(kind, values["config"])
+        values = {k: v for k, v in settings.items() if k not in NOT_FROM_FILE and k not in chosen}
     types, out = _field_types(CONFIGS[kind]), {}
-    for key, value in values.items():
+    for key, value in upgrade_settings(kind, values).items():
         name = key.replace("-", "_")
         if name not in types:
             raise UsageError(

@@ -1,10 +1,13 @@
 """Where metrics go besides metrics.jsonl: TensorBoard event files and Weights & Biases.
 
 The session hands every record it writes to metrics.jsonl to `Loggers.log` as well (rank 0 only), so
-all of them hold the same numbers. `--loggers` names the loggers: `tensorboard` writes <run>/tensorboard/,
-`wandb` logs to the `--wandb-project` project (the API key comes from WANDB_API_KEY, `wandb login`, or a
-Modal Secret; never from the settings; WANDB_MODE=offline writes <run>/wandb/ only). `auto`, the default,
-is TensorBoard when its package is installed, and nothing otherwise.
+all of them hold the same numbers; each sample grid goes to them as an image (`log_image`), and at the end
+the run's settings with its final metrics (`hparams`). `--loggers` adds loggers, never replaces one:
+TensorBoard is on whenever its package is installed (`auto`, the default), `wandb` adds Weights & Biases
+(the `--wandb-project` project; the API key comes from WANDB_API_KEY, `wandb login`, or a Modal Secret,
+never from the settings; WANDB_MODE=offline writes <run>/wandb/ only), and `none` turns TensorBoard off
+(`none,wandb`: W&B alone). TensorBoard's event files sit in the run directory itself, so that
+`tensorboard --logdir runs` names each run by its run name.
 """
 
 from __future__ import annotations
@@ -28,18 +31,17 @@ def installed(name: str) -> bool:
 
 
 def chosen(spec: str) -> list[str]:
-    """The loggers a --loggers value asks for; raises UsageError on an unknown name."""
+    """The loggers a --loggers value asks for: TensorBoard when installed, unless `none` is named, and the
+    loggers named; raises UsageError on an unknown name."""
     names = [n.strip().lower() for n in spec.split(",") if n.strip()]
-    if names == [AUTO]:
-        return ["tensorboard"] if installed("tensorboard") else []
-    if names in ([NONE], []):
-        return []
-    unknown = [n for n in names if n not in LOGGERS]
+    unknown = [n for n in names if n not in (*LOGGERS, AUTO, NONE)]
     if unknown:
         raise UsageError(
-            f"--loggers {spec!r}: unknown logger {unknown[0]!r}; use {', '.join(LOGGERS)} (comma-separated), auto or none"
+            f"--loggers {spec!r}: unknown logger {unknown[0]!r}; use {', '.join(LOGGERS)} (comma-separated, added "
+            "to TensorBoard), auto, or none (none,wandb: W&B alone)"
         )
-    return list(dict.fromkeys(names))
+    default = [] if NONE in names or not installed("tensorboard") else ["tensorboard"]
+    return list(dict.fromkeys([*default, *(n for n in names if n in LOGGERS)]))
 
 
 def check(spec: str) -> list[str]:
@@ -79,21 +81,57 @@ def scalars(record: dict) -> dict[str, float]:
     }
 
 
+def hparam_value(value):
+    """A setting as TensorBoard's hparams take it: a number, a string or a bool (None: "none")."""
+    return value if isinstance(value, bool | int | float | str) else str(value).lower()
+
+
+def hparam_metrics(metrics: dict) -> dict[str, float]:
+    """The final numbers the hparams table shows, under tags of their own (hparams/<name>)."""
+    return {f"hparams/{key}": float(value) for key, value in scalars(metrics).items()}
+
+
 class TensorBoard:
     def __init__(self, run_dir: Path, start_step: int):
-        from torch.utils.tensorboard import SummaryWriter
+        self.run_dir, self.start_step = run_dir, start_step
+        self._writer = None
 
-        # purge_step: on resume, TensorBoard drops what an earlier attempt logged after the checkpoint
-        # (steps from start_step + 1 on), as metrics.jsonl does; those steps are redone.
-        purge = start_step + 1 if start_step else None
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge)
+    @property
+    def writer(self):
+        """The event writer, made when the first record comes (importing it takes a while): training
+        starts without waiting for it."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: on resume, TensorBoard drops what an earlier attempt logged after the checkpoint
+            # (steps from start_step + 1 on), as metrics.jsonl does; those steps are redone.
+            purge = self.start_step + 1 if self.start_step else None
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge)
+        return self._writer
 
     def log(self, record: dict) -> None:
         for tag, value in scalars(record).items():
             self.writer.add_scalar(tag, value, record["step"])
 
+    def log_image(self, tag: str, path: Path, step: int) -> None:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(path) as image:
+            self.writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+    def hparams(self, settings: dict, metrics: dict, step: int) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        values = hparam_metrics(metrics)
+        for summary in hparams({k: hparam_value(v) for k, v in settings.items()}, values):
+            self.writer.file_writer.add_summary(summary, step)
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
     def close(self) -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class WandB:
@@ -124,6 +162,16 @@ class WandB:
         elif values:
             self.run.log({"step": record["step"], **values})
 
+    def log_image(self, tag: str, path: Path, step: int) -> None:
+        import wandb
+
+        self.run.log({"step": step, tag: wandb.Image(str(path))})
+
+    def hparams(self, settings: dict, metrics: dict, step: int) -> None:
+        # The settings as trained (a continued run's changes included), beside the final metrics.
+        self.run.config.update({"config": settings}, allow_val_change=True)
+        self.run.summary.update(hparam_metrics(metrics))
+
     def close(self) -> None:
         self.run.finish()
 
@@ -148,6 +196,16 @@ class Loggers:
     def log(self, record: dict) -> None:
         for logger in self.loggers:
             logger.log(record)
+
+    def log_image(self, tag: str, path: Path, step: int) -> None:
+        """A PNG (a sample grid) as an image of `step`."""
+        for logger in self.loggers:
+            logger.log_image(tag, path, step)
+
+    def hparams(self, settings: dict, metrics: dict, step: int) -> None:
+        """The run's settings with its final metrics, compared across runs (TensorBoard's HPARAMS tab)."""
+        for logger in self.loggers:
+            logger.hparams(settings, metrics, step)
 
     def close(self) -> None:
         for logger in self.loggers:

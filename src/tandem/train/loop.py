@@ -1,7 +1,8 @@
 """The training loop both trainers run: a step, then the bookkeeping after it (the loss window and its log
 line, evaluation, checkpoints, sample grids, stopping), in that order, every step.
 
-    step -> log (every --log-every, and before anything is saved) -> evaluate -> checkpoint -> sample -> stop?
+    step -> log (every --log-every and at the end; a NaN/inf check before anything is saved)
+         -> evaluate -> checkpoint -> sample -> stop?
 
 A trainer hands in its step (batch -> loss -> update, see ClassifierStep / DiTStep) and what it does
 between steps; the loop owns the cadence and its reporting: the progress bar, the stop vote, the loss
@@ -11,6 +12,7 @@ window and where the time went. What it writes goes through the session's RunWri
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -25,6 +27,7 @@ from tandem.train.session import Session
 
 # What a run spends time on between its steps (each is also logged in its final record as <part>_s).
 SPENT = ("checkpoint", "sample", "evaluate", "compile")
+WINDOW = "loss_window"  # a checkpoint's record of the loss window it cut
 
 
 class StopSignal:
@@ -52,26 +55,41 @@ class StopSignal:
 
 class LossWindow:
     """Losses and gradient norms since the last log, kept on the device: reading them waits for the GPU,
-    so that happens once per log interval rather than every step."""
+    so that happens once per log interval rather than every step. A window a checkpoint cuts (a stop, a
+    checkpoint between logs) is saved with it and carried on by the resumed run, so that each logged point
+    averages a whole interval, across a resume too."""
 
-    def __init__(self):
+    def __init__(self, carried: dict | None = None):
         self.steps: list[int] = []
         self.values: list[torch.Tensor] = []
+        self.carried = {"steps": 0, "loss_sum": 0.0, "grad_norm_sum": 0.0, **(carried or {})}
 
     def add(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         self.steps.append(step)
         self.values.append(torch.stack([loss.detach().float(), grad_norm.detach().float()]))
 
+    def first_bad(self) -> int | None:
+        """The first step whose loss or gradient was not finite, or None; the window goes on."""
+        if not self.values:
+            return None
+        finite = torch.isfinite(torch.stack(self.values).cpu()).all(dim=1)
+        return None if finite.all() else self.steps[int((~finite).nonzero()[0])]
+
+    def sums(self) -> tuple[int, float, float]:
+        """(steps, loss sum, grad norm sum) of the window so far, what was carried in included."""
+        sums = torch.stack(self.values).sum(dim=0).cpu().tolist() if self.values else [0.0, 0.0]
+        c = self.carried
+        return len(self.values) + c["steps"], sums[0] + c["loss_sum"], sums[1] + c["grad_norm_sum"]
+
     def read(self) -> tuple[float, float, int | None]:
         """(mean loss, mean grad norm, first step whose loss or gradient was not finite) and reset."""
-        if not self.values:
-            return float("nan"), float("nan"), None
-        values = torch.stack(self.values).cpu()
-        finite = torch.isfinite(values).all(dim=1)
-        bad = None if finite.all() else self.steps[int((~finite).nonzero()[0])]
-        loss, grad_norm = values.mean(dim=0).tolist()
+        bad = self.first_bad()
+        n, loss_sum, grad_sum = self.sums()
         self.steps, self.values = [], []
-        return loss, grad_norm, bad
+        self.carried = {"steps": 0, "loss_sum": 0.0, "grad_norm_sum": 0.0}
+        if not n:
+            return float("nan"), float("nan"), None
+        return loss_sum / n, grad_sum / n, bad
 
 
 class Clock:
@@ -103,6 +121,13 @@ class Clock:
         rate = (step - then_step) * batch_size / max(now - then - self._untimed, 1e-9)
         self._last_log, self._untimed = (now, step), 0.0
         return rate
+
+    def eta(self, step: int, total_steps: int) -> float:
+        """Seconds left to `total_steps` at this attempt's pace so far, the work between steps included
+        (compiling, a one-off, left out)."""
+        done = step - self.start_step
+        spent = time.perf_counter() - self.started - self.spent["compile"]
+        return spent / done * (total_steps - step) if done > 0 else float("nan")
 
     def end(self) -> None:
         self.seconds = time.perf_counter() - self.started
@@ -137,7 +162,8 @@ def train_loop(
     so a resumed run has them. sample(step) every `sample_every` steps, after the checkpoint, except at the
     end (the trainer draws the final one). Both are left out of img/s."""
     c, run = s.config, s.run
-    step, window, metrics, clock = run.start_step, LossWindow(), {}, Clock(run.start_step)
+    window = LossWindow((run.state or {}).get(WINDOW))  # the window the checkpoint resumed from cut, if any
+    step, metrics, clock = run.start_step, {}, Clock(run.start_step)
     with StopSignal() as stop, progress_bar(s, total_steps) as bar:
         while step < total_steps:
             started = time.perf_counter()
@@ -152,16 +178,18 @@ def train_loop(
             stopping = should_stop(s, step, stop)
             evaluation_due = bool(evaluate_every) and step % evaluate_every == 0
             checkpoint_due = stopping or step == total_steps or (c.checkpoint_every and step % c.checkpoint_every == 0)
-            if step % c.log_every == 0 or evaluation_due or checkpoint_due:
-                # ends the run (TrainingDiverged) on a NaN/inf loss, before anything else is saved
-                log_window(s, clock, step, window, bar, lr=lr())
+            # Each ends the run (TrainingDiverged) on a NaN/inf loss, before anything else is saved.
+            if step % c.log_every == 0 or step == total_steps:
+                log_window(s, clock, step, total_steps, window, bar, lr=lr())
+            elif evaluation_due or checkpoint_due:
+                check_window(s, window)
             if evaluation_due:
                 with clock.untimed("evaluate"):
                     metrics = evaluate(step)
                 run.log({"step": step, **metrics})
             if checkpoint_due:
                 with clock.untimed("checkpoint"):
-                    run.save(step, training_state(), s.generators)
+                    run.save(step, {**training_state(), WINDOW: carried(s, window)}, s.generators)
             if sample_every and step % sample_every == 0 and step < total_steps:
                 with clock.untimed("sample"):
                     sample(step)
@@ -198,12 +226,26 @@ def should_stop(s: Session, step: int, stop: StopSignal) -> bool:
     return requested or by_limit
 
 
-def log_window(s: Session, clock: Clock, step: int, window: LossWindow, bar: tqdm, **extra) -> dict:
-    """Read the window's losses; end the run on NaN/inf before anything is saved; log and show the rest."""
-    loss, grad_norm, bad = window.read()
+def check_window(s: Session, window: LossWindow) -> None:
+    """End the run (TrainingDiverged) when any rank's window holds a NaN/inf loss or gradient."""
+    bad = window.first_bad()
     first_bad = distributed.min_all(float("inf") if bad is None else bad, s.device)
     if first_bad != float("inf"):
         s.run.diverged(int(first_bad))
+
+
+def carried(s: Session, window: LossWindow) -> dict:
+    """The window so far, as the checkpoint carries it: its losses averaged over the ranks."""
+    n, loss_sum, grad_sum = window.sums()
+    loss_sum, grad_sum = (v / s.layout.world_size for v in distributed.sum_all([loss_sum, grad_sum], s.device))
+    return {"steps": n, "loss_sum": loss_sum, "grad_norm_sum": grad_sum}
+
+
+def log_window(s: Session, clock: Clock, step: int, total_steps: int, window: LossWindow, bar: tqdm, **extra) -> dict:
+    """Read the window's losses; end the run on NaN/inf before anything is saved; log the rest, and show it
+    as one line (above the progress bar at a terminal, so that each stays in the scrollback)."""
+    check_window(s, window)
+    loss, grad_norm, _ = window.read()
     loss = distributed.sum_all([loss], s.device)[0] / s.layout.world_size
     record = {
         "step": step,
@@ -215,12 +257,30 @@ def log_window(s: Session, clock: Clock, step: int, window: LossWindow, bar: tqd
     }
     s.run.log(record)
     bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{record['img_per_s']:,.0f}", refresh=False)
-    if bar.disable:
-        s.print(
-            f"step {step:>6}  loss {loss:.4f}  lr {record.get('lr', 0):.2e}  "
-            f"{record['img_per_s']:,.0f} img/s  {record['elapsed_s']:.0f}s"
-        )
+    s.print(progress_line(record, total_steps, clock.eta(step, total_steps)))
     return record
+
+
+def progress_line(record: dict, total_steps: int, eta: float) -> str:
+    """step 120/600 (20%)  loss 0.5821  lr 1.89e-03  grad 0.412  1,290 img/s  elapsed 1m02s  ETA 4m08s"""
+    step, width = record["step"], len(str(total_steps))
+    return (
+        f"step {step:>{width}}/{total_steps} ({step / max(total_steps, 1):4.0%})  loss {record['loss']:.4f}  "
+        f"lr {record.get('lr', 0):.2e}  grad {record['grad_norm']:.3g}  {record['img_per_s']:,.0f} img/s  "
+        f"elapsed {duration(record['elapsed_s'])}  ETA {duration(eta)}"
+    )
+
+
+def duration(seconds: float) -> str:
+    """45s, 4m08s, 2h03m: a length of time as people read it ("?" until there is one)."""
+    if not math.isfinite(seconds):  # nothing measured yet
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def compiled(s: Session, clock: Clock, step: int, seconds: float) -> None:

@@ -32,7 +32,7 @@ import torch
 from tandem.errors import UsageError
 from tandem.files import atomic_write, remove_stale_temporaries
 from tandem.train.checkpoint import CheckpointDir, identity_digest, set_aside
-from tandem.train.config import default_runs_dir
+from tandem.train.config import RENAMED, upgrade_settings
 from tandem.train.launch import DEFAULT_PORT, Launch
 from tandem.train.validate import check_run_name
 
@@ -131,9 +131,16 @@ class RunDir:
         return self.path.is_dir() and any(p.name != RunLock.NAME for p in self.path.iterdir())
 
     def read_record(self) -> dict | None:
-        """config.json as a dict, or None when it is missing, unreadable or not a run's record."""
+        """config.json as a dict (its settings under today's names), or None when it is missing, unreadable
+        or not a run's record."""
         record = _read_object(self.config_path)
-        return record if record is not None and isinstance(record.get("config"), dict) else None
+        if record is None or not isinstance(record.get("config"), dict):
+            return None
+        if record.get("kind") in RENAMED:
+            for part in ("config", "sources"):
+                if isinstance(record.get(part), dict):
+                    record[part] = upgrade_settings(record["kind"], record[part])
+        return record
 
     def read_result(self) -> dict | None:
         """result.json as a dict, or None when there is none (the attempt ended before it could say how)."""
@@ -235,12 +242,17 @@ def run_record(
     resumed_from: Path | None,
     changes: list[dict],
     previous: dict,
+    sources: dict[str, str] | None = None,
+    total_steps: int | None = None,
 ) -> dict:
-    """config.json: the settings, what they ran on, and each change made when the run was continued."""
+    """config.json: the settings as trained (each 0 / None default replaced by what the run chose), where
+    each came from, what they ran on, and each change made when the run was continued."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return {
         "kind": kind,
         "config": dataclasses.asdict(config),
+        "sources": sources or {},
+        "total_steps": total_steps,
         "model": identity,
         "identity_digest": identity_digest(identity),
         "device": str(device),
@@ -275,15 +287,6 @@ def resume_command(kind: str, run_dir: Path, layout) -> str:
         master = os.environ.get("MASTER_ADDR", "HOST"), int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
         launch = Launch(layout.local_world_size, layout.nodes, 0, *master)
     return shlex.join([*words, *launch.flags()])
-
-
-def resolve_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
-    """--run as a path (it exists, or names folders), else as a run's name under the runs directory: the
-    same words work on every target, a path everywhere."""
-    path = Path(run)
-    if path.exists() or len(path.parts) != 1:
-        return path
-    return Path(runs_dir or default_runs_dir()) / path
 
 
 class RunLock:

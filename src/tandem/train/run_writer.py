@@ -25,7 +25,10 @@ import torch
 from tandem.train import distributed
 from tandem.train.attempt import RESUME, START, START_OVER, Attempt, check_total_steps, claim_attempt, recorded_changes
 from tandem.train.checkpoint import capture_rng, check_identity, content_digest, identity_digest
+from tandem.train.checkpoint import save as save_checkpoint
+from tandem.train.checkpoint_names import BEST
 from tandem.train.config import CONFIGS, TrainConfig, config_from_dict
+from tandem.train.flags import DEFAULT, FLAG, RECORD
 from tandem.train.loggers import Loggers
 from tandem.train.run import RunDir, RunLock, RunResult, TrainingDiverged, resume_command, run_record
 
@@ -52,6 +55,9 @@ class RunWriter:
         self.start_step = 0
         self.identity: dict = {}
         self.record: dict = {}  # when the run started and the changes made to it, as config.json holds them
+        self.given: Collection[str] | None = None  # the settings the caller set: names, or name -> source
+        self.chosen: dict[str, str] = {}  # settings the run chose for itself -> what chose them
+        self.last_loss: float | None = None  # the last logged loss window's mean
         self.begun = False
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
@@ -61,6 +67,7 @@ class RunWriter:
     def claim(self, config: TrainConfig, given: Collection[str] | None = None) -> TrainConfig:
         """Rank 0 takes the run's lock and plans this attempt under it, once; every rank gets the config it
         trains and reads the same checkpoint. UsageError, on every rank, when the attempt must not run."""
+        self.given = given
 
         def make_plan() -> tuple:
             self.attempt, self.lock = claim_attempt(self.kind, config, given, report=self.report)
@@ -96,7 +103,7 @@ class RunWriter:
             if self.state is not None:
                 check_identity(self.resumed_from, self.state["identity"], identity, flags)
             if total_steps is not None and self.attempt.action == RESUME:
-                check_total_steps(self.kind, self.attempt, total_steps)
+                check_total_steps(self.attempt, total_steps)
 
         distributed.first_where(self.is_main, check)
 
@@ -127,6 +134,8 @@ class RunWriter:
                 resumed_from=self.resumed_from,
                 changes=recorded_changes(attempt, previous),
                 previous=previous,
+                sources=self.sources(config, previous),
+                total_steps=total_steps,
             )
             run.write_config(resolved)
             self.record = {"started": resolved["started"], "changes": resolved["changes"]}
@@ -138,6 +147,27 @@ class RunWriter:
         distributed.gather(None)  # no rank trains before the run's files are in place
         return self.state
 
+    def sources(self, config: TrainConfig, previous: dict) -> dict[str, str]:
+        """config.json's "sources": where each setting came from. A flag or a --config file (as the caller
+        says), what the run chose for itself ("chosen by ..."), the run's record when it is continued (with
+        what that record said), else the default."""
+        given = self.given
+        if given is None:  # run_training called with a whole config: every setting is the caller's
+            given = dict.fromkeys((f.name for f in dataclasses.fields(config)), "set by the caller")
+        elif not isinstance(given, dict):
+            given = dict.fromkeys(given, FLAG)
+        continued = self.attempt is not None and self.attempt.action != START
+        recorded = previous.get("sources") if continued and isinstance(previous.get("sources"), dict) else {}
+        found = {}
+        for f in dataclasses.fields(config):
+            if f.name in self.chosen:
+                found[f.name] = self.chosen[f.name]
+            elif f.name in given:
+                found[f.name] = given[f.name]
+            else:
+                found[f.name] = recorded.get(f.name, RECORD) if continued else DEFAULT
+        return found
+
     # -- during training ----------------------------------------------------
 
     def elapsed(self) -> float:
@@ -148,6 +178,13 @@ class RunWriter:
         if self.is_main and self.begun:
             self.dir.log(record)
             self.loggers.log(record)
+            if "loss" in record:
+                self.last_loss = record["loss"]
+
+    def log_image(self, tag: str, path: Path, step: int) -> None:
+        """A grid written to the run (rank 0), shown by the loggers as an image of `step`."""
+        if self.is_main and self.begun:
+            self.loggers.log_image(tag, path, step)
 
     def save(self, step: int, training_state: dict, generators: dict[str, torch.Generator]) -> Path | None:
         """Collective: gathers every rank's random streams; rank 0 writes the file (in the background)."""
@@ -168,6 +205,19 @@ class RunWriter:
             }
             self.last_checkpoint = self.dir.checkpoints.save(state, step, background=True)
         return self.last_checkpoint
+
+    def save_best(self, step: int, training_state: dict) -> None:
+        """checkpoints/best.pt: the weights validation prefers so far (rank 0; written at once, atomically)."""
+        if self.is_main:
+            state = {
+                "kind": self.kind,
+                "step": step,
+                "config": dataclasses.asdict(self.config),
+                "identity": self.identity,
+                "identity_digest": identity_digest(self.identity),
+                **training_state,
+            }
+            save_checkpoint(state, self.dir.checkpoints.directory / BEST)
 
     def wait(self) -> None:
         """The last checkpoint is on disk (or its failure raised)."""
@@ -205,6 +255,8 @@ class RunWriter:
         if self.is_main:
             self.wait()
             self.log({"step": step, "final": True, "status": status, **metrics, "timing": timing})
+            final = {"loss": self.last_loss, **metrics} if self.last_loss is not None else metrics
+            self.loggers.hparams(dataclasses.asdict(self.config), final, step)
             artifacts = {"loss_curve": self.dir.plot_loss_curve(), **artifacts}
             if self.last_checkpoint:
                 artifacts["checkpoint"] = self.last_checkpoint

@@ -1,9 +1,10 @@
 """Class-conditional sample grids: one row per class, `per_class` columns, the class name beside each row
 and a caption above saying what made them; drawn and saved as PNG with Pillow.
 
-Grids are never silently replaced: `tandem sample` names each file after what makes it differ (step,
-solver, solver steps, cfg scale, seed, weights) and takes the next free name when that one is taken;
-`samples/latest.png` is a copy of the newest grid (a copy, not a symlink: it must survive a Volume copy).
+Grids are never replaced: `tandem sample` names each file after everything that makes two grids of a run
+differ (step, solver, solver steps, cfg scale, seed, weights, columns); settings that already made a grid
+point at it, and --force takes the next free name (-2, -3, ...). `samples/latest.png` is a copy of the
+newest grid training drew (a copy, not a symlink: it must survive a Volume copy).
 """
 
 from __future__ import annotations
@@ -142,10 +143,12 @@ def save_grid(
     return path
 
 
-def sample_name(step: int, solver: str, steps: int, cfg_scale: float, seed: int, ema: bool = True) -> str:
+def sample_name(
+    step: int, solver: str, steps: int, cfg_scale: float, seed: int, ema: bool = True, per_class: int = 8
+) -> str:
     """The file name of a `tandem sample` grid: everything that makes two grids of one run differ."""
     weights = "" if ema else "_raw"
-    return f"sample_step_{step:07d}_{solver}_{steps}steps_cfg{cfg_scale:g}_seed{seed}{weights}.png"
+    return f"sample_step_{step:07d}_{solver}_{steps}steps_cfg{cfg_scale:g}_seed{seed}_{per_class}per-class{weights}.png"
 
 
 def free_names(path: Path):

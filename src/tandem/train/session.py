@@ -10,6 +10,7 @@ Every method that may talk to other ranks is called by all ranks at the same ste
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Collection
 
@@ -23,7 +24,7 @@ from tandem.train.checkpoint import restore_rng
 from tandem.train.compile_cache import use_compile_cache
 from tandem.train.config import TrainConfig, resolve_for_device
 from tandem.train.device import choose_device, configure_determinism, derive_seed, seed_everything
-from tandem.train.flags import flag_text
+from tandem.train.flags import CHOSEN, flag_text
 from tandem.train.run_writer import RunWriter
 from tandem.train.validate import check_cpu_threads, validate
 
@@ -76,6 +77,7 @@ class Session:
             needed = memory.image_size_bytes(c.image_size, batch, getattr(c, "patch_size", 0))
             memory.require_fits(needed, self.device, f"--image-size {c.image_size}", "pass a smaller --image-size")
         self.data = self.load_data(c)
+        self.validation_size = 0  # training images a trainer holds out (tandem.data.datasets.hold_out)
         c = self.choose_for_device(c)
 
         # The global generators get the same seed on every rank, so every rank builds the same initial
@@ -127,6 +129,10 @@ class Session:
         c, chosen = resolve_for_device(
             self.kind, c, self.device.type, self.layout.world_size, len(self.data.train_images)
         )
+        self.run.chosen.update(dict.fromkeys(chosen, f"{CHOSEN} the device ({self.device.type})"))
+        if not c.image_size:
+            c = dataclasses.replace(c, image_size=self.data.image_shape[-1])
+            self.run.chosen["image_size"] = f"{CHOSEN} the dataset"
         if chosen:
             shown = ", ".join(flag_text(name, value) for name, value in chosen.items())
             self.print(f"chosen for {self.device.type}: {shown} (flags given override these)")
@@ -137,9 +143,17 @@ class Session:
             )
         return c
 
+    def choose(self, by: str, **values) -> TrainConfig:
+        """Settings left at 0 that the trainer fixes now (the model's shape): trained with, and recorded in
+        config.json as "chosen by <by>". Returns the config."""
+        self.config = dataclasses.replace(self.config, **values)
+        self.run.chosen.update(dict.fromkeys(values, f"{CHOSEN} {by}"))
+        return self.config
+
     @property
     def dataset_sizes(self) -> dict[str, int]:
-        return {"train": len(self.data.train_images), "test": len(self.data.test_images)}
+        sizes = {"train": len(self.data.train_images), "test": len(self.data.test_images)}
+        return sizes | ({"validation": self.validation_size} if self.validation_size else {})
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the step calls: DDP-wrapped on several ranks, compiled with --compile."""

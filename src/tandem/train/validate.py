@@ -43,6 +43,14 @@ def validate(config: TrainConfig) -> None:
     _require(c.stop_after >= 0, f"--stop-after must be >= 0 (0 turns it off), got {c.stop_after}")
     _require(c.cpu_threads >= 0, f"--cpu-threads must be 0 (one per core) or positive, got {c.cpu_threads}")
     _require(c.log_every >= 0, f"--log-every must be at least 1 (0: the device's default), got {c.log_every}")
+    for name in ("steps", "epochs"):
+        value = getattr(c, name)
+        _require(value >= 0, f"{flag_name(name)} must be positive (0: no limit of that kind), got {value}")
+    _require(
+        c.steps or c.epochs,
+        f"--steps {c.steps} and --epochs {c.epochs}: a run needs a length; give --steps N or --epochs N "
+        "(both: whichever ends first)",
+    )
     check_run_name(c.run_name)
     from tandem.train.loggers import check as check_loggers
 
@@ -61,10 +69,10 @@ def validate(config: TrainConfig) -> None:
         from tandem.models import ARCHS
 
         _require(c.arch in ARCHS, f"--arch {c.arch!r} is unknown; pick one of: {', '.join(ARCHS)}")
-        _require(c.epochs > 0, f"--epochs must be positive, got {c.epochs}")
         _require(c.width >= 0, f"--width must be 0 (default) or positive, got {c.width}")
         _require(c.width == 0 or c.arch == "airbench", "--width only applies to --arch airbench; drop it")
         _require(c.momentum >= 0, f"--momentum must be >= 0, got {c.momentum}")
+        _require(0 <= c.val_fraction < 1, f"--val-fraction must be in [0, 1), got {c.val_fraction}")
         _require(0 <= c.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {c.label_smoothing}")
         _require(c.translate >= 0, f"--translate must be >= 0, got {c.translate}")
         check_translate(c)
@@ -72,15 +80,14 @@ def validate(config: TrainConfig) -> None:
         from tandem.models import DIT_SIZES
 
         _require(c.size in DIT_SIZES, f"--size {c.size!r} is unknown; pick one of: {', '.join(DIT_SIZES)}")
-        _require(c.steps > 0, f"--steps must be positive, got {c.steps}")
         preset = DIT_SIZES[c.size]
-        width, heads = c.width or preset.hidden_size, c.heads or preset.num_heads
-        for name in ("depth", "width", "heads"):
+        hidden, heads = c.hidden_size or preset.hidden_size, c.heads or preset.num_heads
+        for name in ("depth", "hidden_size", "heads"):
             value = getattr(c, name)
-            _require(value >= 0, f"--{name} must be 0 (the --size preset's) or positive, got {value}")
+            _require(value >= 0, f"{flag_name(name)} must be 0 (the --size preset's) or positive, got {value}")
         _require(
-            width % 4 == 0 and width % heads == 0,
-            f"--width {width} must be a multiple of 4 and of --heads {heads}; pick a width such as {4 * heads * 8}",
+            hidden % 4 == 0 and hidden % heads == 0,
+            f"--hidden-size {hidden} must be a multiple of 4 and of --heads {heads}; pick one such as {4 * heads * 8}",
         )
         _require(c.patch_size > 0, f"--patch-size must be positive, got {c.patch_size}")
         if c.image_size:  # else the dataset's size, checked by the trainer once the data is loaded
@@ -97,11 +104,10 @@ def validate(config: TrainConfig) -> None:
             f"--timestep-schedule must be one of {', '.join(TIMESTEP_SCHEDULES)}",
         )
         _require(c.eval_samples >= 0, f"--eval-samples must be >= 0, got {c.eval_samples}")
-        _require(
-            not c.classifier_checkpoint or os.path.isfile(c.classifier_checkpoint),
-            f"--classifier-checkpoint {c.classifier_checkpoint}: no such file; pass a classifier "
-            "checkpoint (runs/<run>/checkpoints/step_*.pt)",
-        )
+        if c.classifier_checkpoint:  # a file, or a classifier run (its best checkpoint)
+            from tandem.runs import resolve_checkpoint
+
+            resolve_checkpoint(c.classifier_checkpoint, c.runs_dir, "classifier", "--classifier-checkpoint")
 
 
 def check_patch_size(image_size: int, patch_size: int) -> None:
