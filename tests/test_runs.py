@@ -14,11 +14,9 @@ from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.runs import RunsFolder, age, list_runs, resolve, resolve_path, size_text
 
-NOW = time.time()
-
 
 def make_run(root, name, kind, *, written, steps=None, records=(), result=None, checkpoints=(), total=None):
-    """A run folder as the trainers leave it, last written `written` seconds before NOW."""
+    """A run folder as the trainers leave it, last written `written` seconds ago."""
     run = root / name
     (run / "checkpoints").mkdir(parents=True)
     record = {"kind": kind, "config": {"steps": steps} if steps else {}}
@@ -29,9 +27,10 @@ def make_run(root, name, kind, *, written, steps=None, records=(), result=None, 
         files["result.json"] = json.dumps(result)
     for step in checkpoints:
         files[f"checkpoints/step_{step:07d}.pt"] = "x" * 1000
+    now = time.time()
     for relative, text in files.items():
         (run / relative).write_text(text)
-        os.utime(run / relative, (NOW - written, NOW - written))
+        os.utime(run / relative, (now - written, now - written))
     return run
 
 
@@ -78,7 +77,7 @@ def test_runs_are_listed_newest_first_with_status_step_metric_age_and_size(runs)
         ("dit-20261202-090000", "dit", "interrupted", 200, 600, "loss", 0.9, 200),
         ("dit-20261201-090000", "dit", "completed", 600, 600, "loss", 0.4125, 600),
     ]
-    assert [round(NOW - r.updated) for r in listed] == [300, 7200, 259200]
+    assert [round(time.time() - r.updated) for r in listed] == [300, 7200, 259200]
     assert [r.name for r in list_runs(RunsFolder(runs), "dit")] == ["dit-20261202-090000", "dit-20261201-090000"]
 
 

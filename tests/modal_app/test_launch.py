@@ -60,13 +60,12 @@ def test_dit_function_writes_what_tandem_train_writes(dit_run, dirs, dit_flags):
     # and what people look at is copied to outputs/<run>/, checkpoints left where they are
     assert listing(dirs["outputs"] / "app") == [
         "config.json",
+        "events.out.tfevents.*",  # TensorBoard's, in the run directory: `tensorboard --logdir runs` names it
         "loss_curve.png",
         "metrics.jsonl",
         "samples",
         "samples/latest.png",
         "samples/step_0000006.png",
-        "tensorboard",
-        "tensorboard/events.out.tfevents.*",
     ]
 
 
@@ -87,7 +86,7 @@ def test_sample_function_is_tandem_sample(dit_run, dirs, capsys):
     assert (dit_run / grid).is_file()
     assert (dirs["outputs"] / "app" / grid).is_file()
     assert launch(["sample", "--run", str(dirs["runs"] / "nothing"), "--local"], app_running=False) == 2
-    assert "no usable checkpoint" in capsys.readouterr().err
+    assert "nothing: no such directory; pass a run directory, a run's name or latest" in capsys.readouterr().err
 
 
 def test_classifier_over_two_ranks_through_torchrun(dirs, classifier_flags, monkeypatch, capsys):

@@ -224,10 +224,11 @@ def test_the_trainer_hears_where_the_settings_came_from():
     """A --config file read on the user's machine is named in the run's config.json written on Modal."""
     from tandem.cli import build_parser
     from tandem.train.flags import sources
+    from tandem.train.launch import Launch
 
     config = DiTTrainConfig(steps=7, run_name="r", runs_dir="/runs", lr=3e-4)
     file = "config file other.toml (sha256 0123456789abcdef)"
-    command = attempt.trainer_command("dit", config, 1, given={"steps": "flag", "lr": file})
+    command = attempt.trainer_command("dit", config, Launch(1), given={"steps": "flag", "lr": file})
     assert command[-2:] == ["--setting-sources", '{"lr": "config file other.toml (sha256 0123456789abcdef)"}']
     args = build_parser().parse_args(command[3:])
     assert {k: v for k, v in sources(args).items() if k in ("steps", "lr")} == {"steps": "flag", "lr": file}

@@ -80,8 +80,14 @@ BAD_INPUT = [
     (["sample", "--run", "{old_run}", "--cfg-scale", "-1"], "--cfg-scale"),
     (["sample", "--run", "{old_run}", "--out", "{a_png}"], "already exists"),
     # resource-shaped flags, bounded before anything is written
-    (["train", "dit", "--depth", "100000"], "the DiT of --depth 100000 --width 192 --heads 6 (66,643,368,976 param"),
-    (["train", "dit", "--width", "400000", "--heads", "1"], "the DiT of --depth 6 --width 400000 --heads 1"),
+    (
+        ["train", "dit", "--depth", "100000"],
+        "the DiT of --depth 100000 --hidden-size 192 --heads 6 (66,643,368,976 param",
+    ),
+    (
+        ["train", "dit", "--hidden-size", "400000", "--heads", "1"],
+        "the DiT of --depth 6 --hidden-size 400000 --heads 1",
+    ),
     (["train", "classifier", "--width", "100000"], "the classifier of --arch airbench --width 100000"),
     (["train", "dit", "--cpu-threads", "100000"], "--cpu-threads must be between 0 (one per core) and the"),
     (["train", "classifier", "--cpu-threads", "100000"], "--cpu-threads must be between 0"),
@@ -326,6 +332,6 @@ def test_sample_from_a_read_only_run_is_one_line_before_sampling(existing_run, t
         assert sorted(str(p) for p in ro.rglob("*")) == before
     folder = ro / "samples" if any(name.startswith("samples/") for name in files) else ro
     assert captured.err == (
-        f"tandem sample: error: cannot write {ro / 'samples' / 'sample_step_0000002_euler_1steps_cfg1.5_seed0_1per-class.png'}: {folder} is on a read-only file system\n"
+        f"tandem sample: error: cannot write {ro / 'samples' / 'sample_step_0000001_euler_1steps_cfg1.5_seed0_1per-class.png'}: {folder} is on a read-only file system\n"
     )
     assert "device:" not in captured.out  # refused before the model was moved or sampled

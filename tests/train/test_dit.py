@@ -165,10 +165,10 @@ def test_a_model_that_cannot_fit_is_refused_before_it_is_built(dit_config, monke
         dit_module.check_model_memory(dit_config(depth=100_000), config, 32, torch.device("cpu"))
     message = str(error.value)
     assert message.startswith(
-        "the DiT of --depth 100000 --width 192 --heads 6 (66,643,368,976 parameters; --patch-size 4, --batch-size 32) "
+        "the DiT of --depth 100000 --hidden-size 192 --heads 6 (66,643,368,976 parameters; --patch-size 4, --batch-size 32) "
         "needs at least 1.3 TB of memory, more than the "
     )
-    assert message.endswith("; pass a smaller --depth, --width or --batch-size")
+    assert message.endswith("; pass a smaller --depth, --hidden-size or --batch-size")
     assert built == [1]  # counted from a one-block model on the meta device; the deep one never built
 
 

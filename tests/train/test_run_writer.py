@@ -74,10 +74,14 @@ def test_a_checkpoint_from_before_shapes_were_recorded_still_resumes(few_flags, 
     (path,) = (run / "checkpoints").glob("step_*.pt")
     state = checkpoint.load(path)
     state["identity"] = {**state["identity"], "depth": None, "hidden_size": None, "num_heads": None}
-    checkpoint.save(state, path)  # as older versions wrote it: None for the preset's shape
+    # as older versions wrote the settings, in the checkpoint and config.json alike: the DiT's --width,
+    # 0 for the preset's shape, no --epochs
+    old = {k: v for k, v in state["config"].items() if k not in ("hidden_size", "epochs")}
+    old.update(depth=0, width=0, heads=0)
+    state["config"] = old
+    checkpoint.save(state, path)
     saved = record(run)
-    saved["config"] = {k: v for k, v in saved["config"].items() if k not in ("hidden_size", "epochs")}
-    saved["config"].update(depth=0, width=0, heads=0)  # as older versions wrote it: the DiT's --width, no --epochs
+    saved["config"] = old
     del saved["sources"]
     (run / "config.json").write_text(json.dumps(saved))
 

@@ -213,7 +213,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         s.print(
             f"epoch {epoch:>3}/{epochs}  validation accuracy {val_acc:.4f}" + ("  (best so far)" if improved else "")
         )
-        return {"epoch": epoch, "val_acc": val_acc}
+        return {"epoch": epoch, "val_acc": val_acc, "elapsed_s": s.run.elapsed()}  # the time to a given accuracy
 
     s.print(
         f"classifier: {c.arch}, {sum(p.numel() for p in model.parameters()):,} parameters, {total_steps} steps "

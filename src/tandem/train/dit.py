@@ -237,9 +237,9 @@ def check_model_memory(c: DiTTrainConfig, model_config: DiTConfig, batch: int, d
     memory.require_fits(
         memory.training_bytes(parameters, DIT_COPIES, activations),
         device,
-        f"the DiT of --depth {depth} --width {width} --heads {heads} ({parameters:,} parameters; --patch-size "
+        f"the DiT of --depth {depth} --hidden-size {width} --heads {heads} ({parameters:,} parameters; --patch-size "
         f"{model_config.patch_size}, --batch-size {c.batch_size})",
-        "pass a smaller --depth, --width or --batch-size",
+        "pass a smaller --depth, --hidden-size or --batch-size",
     )
 
 
