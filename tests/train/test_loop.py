@@ -47,6 +47,23 @@ class Recorder:
         raise AssertionError(f"diverged at {step}")
 
 
+class GridRecorder:
+    """The trainer's grids (tandem.train.samples.GridsInBackground's side): started, then finished."""
+
+    def __init__(self, events: list):
+        self.events, self.pending = events, None
+
+    def start(self, step):
+        self.finish()
+        self.events.append(("sample", step))
+        self.pending = step
+
+    def finish(self):
+        if self.pending is not None:
+            self.events.append(("grid on disk", self.pending))
+            self.pending = None
+
+
 def session(stop_after: int = 0, printed: list | None = None, run: Recorder | None = None) -> SimpleNamespace:
     """What the loop reads of a Session: one process on the CPU, and its run."""
     config = SimpleNamespace(log_every=2, checkpoint_every=3, compile=False, stop_after=stop_after, batch_size=4)
@@ -67,7 +84,7 @@ def run(s, total: int) -> tuple[int, dict]:
         evaluate_every=4,
         evaluate=lambda step: {"acc": step / 10},
         sample_every=2,
-        sample=lambda step: s.run.events.append(("sample", step)),
+        grids=GridRecorder(s.run.events),
     )
     assert set(timing) == {
         "loop_s",
@@ -91,12 +108,14 @@ def test_the_bookkeeping_after_each_step_in_its_order():
     assert run(s, 6) == (6, {"acc": 0.4})
     assert s.run.events == [
         ("log", 2, 0.5),  # the losses of steps 1 and 2
-        ("sample", 2),
+        ("sample", 2),  # drawn while steps 3... train
+        ("grid on disk", 2),  # finished before the next checkpoint: a checkpoint implies its grids
         ("checkpoint", 3, cut(1, 2.0)),  # between logs: the window so far goes with it (checked finite first)
         ("log", 4, 2.5),  # steps 3 and 4: a whole interval
         ("record", {"step": 4, "acc": 0.4}),  # the evaluation, before anything is saved after it
         ("sample", 4),
         ("log", 6, 4.5),
+        ("grid on disk", 4),
         ("checkpoint", 6, cut(0, 0.0)),  # the last step: a checkpoint, and no grid (the trainer draws the final one)
         ("checkpoints on disk",),  # waits for that checkpoint: end-to-end time ends here
     ]

@@ -107,3 +107,48 @@ def test_sample_names_carry_what_makes_grids_differ(tmp_path):
 
 def test_grid_labels_are_class_major():
     assert grid_labels(3, 2, torch.device("cpu")).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_grid_drawn_in_the_background_is_the_one_drawn_at_once_from_that_steps_weights(tmp_path):
+    import threading
+
+    from tandem.models import DiTConfig, build_dit
+    from tandem.train.samples import GridsInBackground, class_samples
+
+    torch.manual_seed(0)
+    model = build_dit(DiTConfig(depth=2, hidden_size=32, num_heads=2)).eval()
+    labels = grid_labels(10, 2, torch.device("cpu"))
+
+    moved = threading.Event()
+
+    def draw(module, step):
+        if step:  # the worker samples only once training has moved the weights on
+            assert moved.wait(10)
+        images = class_samples(module, labels, (1, 8, 8), steps=3, solver="heun", cfg_scale=1.5, seed=0)
+        return save_grid(images, 2, tmp_path / f"step_{step}.png", replace=False)
+
+    at_once = draw(model, 0)
+    drawn = []
+    grids = GridsInBackground(model, draw, lambda step, path: drawn.append((step, path, threading.current_thread())))
+    grids.start(1)
+    with torch.no_grad():  # the next training steps
+        for p in model.parameters():
+            p.add_(1.0)
+    moved.set()
+    assert drawn == []  # handed over by finish(), not by the worker
+    grids.finish()
+    assert drawn == [(1, tmp_path / "step_1.png", threading.main_thread())]
+    assert (tmp_path / "step_1.png").read_bytes() == at_once.read_bytes()
+
+
+def test_a_grid_that_fails_in_the_background_fails_the_run_at_finish(tmp_path):
+    from tandem.models import DiTConfig, build_dit
+    from tandem.train.samples import GridsInBackground
+
+    def draw(module, step):
+        raise OSError(28, "No space left on device")
+
+    grids = GridsInBackground(build_dit(DiTConfig(depth=1, hidden_size=32, num_heads=2)), draw, lambda *_: None)
+    grids.start(1)
+    with pytest.raises(OSError, match="No space left"):
+        grids.finish()

@@ -16,7 +16,6 @@ import itertools
 import json
 import random
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from tandem.errors import UsageError
 from tandem.files import atomic_write  # by name: the reliability tests intercept checkpoint writes here
+from tandem.train.background import Background
 from tandem.train.checkpoint_names import NAME, file_name
 
 FORMAT = 1
@@ -133,8 +133,7 @@ def _copy(obj, cuda: set):
 class CheckpointDir:
     def __init__(self, directory: str | Path, keep: int = 3):
         self.directory, self.keep = Path(directory), keep
-        self._writer: threading.Thread | None = None
-        self._failure: Exception | None = None
+        self._writer = Background("checkpoint")
 
     def path(self, step: int) -> Path:
         return self.directory / file_name(step)
@@ -154,19 +153,12 @@ class CheckpointDir:
         if not background:
             return self._write(state, step)
         copied = snapshot(state)
-        # not a daemon: the interpreter lets a write in flight finish before the process exits
-        self._writer = threading.Thread(target=self._write_in_background, args=(copied, step), name="checkpoint")
-        self._writer.start()
+        self._writer.start(lambda: self._write(copied, step))
         return self.path(step)
 
     def wait(self) -> None:
         """Block until the write in flight (if any) is on disk; raise CheckpointWriteError if it failed."""
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
+        self._writer.wait()
 
     def close(self) -> None:
         """wait(), for a process already on its way out: a failed write is reported, not raised."""
@@ -174,12 +166,6 @@ class CheckpointDir:
             self.wait()
         except Exception as exc:
             print(exc, file=sys.stderr)
-
-    def _write_in_background(self, state: dict, step: int) -> None:
-        try:
-            self._write(state, step)
-        except Exception as exc:  # raised in the training thread by the next save or wait()
-            self._failure = exc
 
     def _write(self, state: dict, step: int) -> Path:
         path = self.path(step)

@@ -25,7 +25,15 @@ from tandem.train.loop import train_loop
 from tandem.train.optimizers import adamw
 from tandem.train.pixels import to_uint8
 from tandem.train.run import RunResult
-from tandem.train.samples import LATEST, caption, class_samples, grid_labels, grid_layout, save_grid
+from tandem.train.samples import (
+    LATEST,
+    GridsInBackground,
+    caption,
+    class_samples,
+    grid_labels,
+    grid_layout,
+    save_grid,
+)
 from tandem.train.schedule import lr_scheduler
 from tandem.train.session import Session
 from tandem.train.step import StepState, optimizer_step
@@ -168,15 +176,13 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
     def grid(step: int) -> Path:
         return s.run.dir.samples_dir / f"step_{step:07d}.png"
 
-    def save_samples(step: int):
-        """A grid from the EMA weights, rank 0 only (no collectives inside)."""
-        if not s.is_main:
-            return None
+    def draw_grid(module: torch.nn.Module, step: int) -> Path:
+        """A grid from these (EMA) weights, written to the run; on any thread, no collectives inside."""
         labels = grid_labels(data.num_classes, c.samples_per_class, device)
         images = class_samples(
-            ema.module, labels, image_shape, steps=c.sample_steps, solver=c.solver, cfg_scale=c.cfg_scale, seed=c.seed
+            module, labels, image_shape, steps=c.sample_steps, solver=c.solver, cfg_scale=c.cfg_scale, seed=c.seed
         )
-        path = save_grid(
+        return save_grid(
             images,
             c.samples_per_class,
             grid(step),
@@ -184,8 +190,18 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
             caption=caption(s.run.dir.path.name, step, c.solver, c.sample_steps, c.cfg_scale, c.seed),
             latest=s.run.dir.samples_dir / LATEST,
         )
+
+    def drawn(step: int, path: Path) -> None:
         s.run.log_image("samples", path, step)
+
+    def save_samples(step: int) -> Path:
+        """A grid of the EMA weights drawn now (rank 0): on resume, and at the end."""
+        path = draw_grid(ema.module, step)
+        drawn(step, path)
         return path
+
+    # Mid-run grids, rank 0 only: the other ranks go on training.
+    grids = GridsInBackground(ema.module, draw_grid, drawn) if s.is_main and c.sample_every else None
 
     start = s.run.start_step
     if resume is not None and c.sample_every and start % c.sample_every == 0 and start < c.steps:
@@ -202,8 +218,8 @@ def _train(s: Session, c: DiTTrainConfig) -> RunResult:
         total,
         training_state=training_state,
         lr=lambda: train_step.scheduler.get_last_lr()[0],
-        sample_every=c.sample_every,
-        sample=save_samples,
+        sample_every=c.sample_every if grids else 0,
+        grids=grids,
     )
     if step < total:
         return s.run.finish("stopped", step, {}, {}, model, timing)

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
@@ -143,6 +144,14 @@ class Clock:
         }
 
 
+class Grids(Protocol):
+    """Sample grids drawn during training (tandem.train.samples.GridsInBackground)."""
+
+    def start(self, step: int) -> None: ...  # a grid of this step's weights, drawn while training goes on
+
+    def finish(self) -> None: ...  # the grid in progress, if any, is on disk
+
+
 def train_loop(
     s: Session,
     train_step: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
@@ -153,14 +162,16 @@ def train_loop(
     evaluate_every: int = 0,
     evaluate: Callable[[int], dict] | None = None,
     sample_every: int = 0,
-    sample: Callable[[int], object] | None = None,
+    grids: Grids | None = None,
 ) -> tuple[int, dict, dict]:
     """Run train_step(step) from the run's start step up to total_steps, or until a stop request (SIGTERM,
     Ctrl-C, --stop-after). Returns the last step, the last evaluation's metrics and the attempt's timing.
 
     evaluate(step) every `evaluate_every` steps: its metrics are logged before the checkpoint of that step,
-    so a resumed run has them. sample(step) every `sample_every` steps, after the checkpoint, except at the
-    end (the trainer draws the final one). Both are left out of img/s."""
+    so a resumed run has them. grids.start(step) every `sample_every` steps, after the checkpoint, except
+    at the end (the trainer draws the final one); the grid is drawn while training goes on, and finished
+    before the next checkpoint, so a checkpoint's step implies every grid before it is on disk. Both are
+    left out of img/s (a grid counts only what the training thread spends on it)."""
     c, run = s.config, s.run
     window = LossWindow((run.state or {}).get(WINDOW))  # the window the checkpoint resumed from cut, if any
     step, metrics, clock = run.start_step, {}, Clock(run.start_step)
@@ -188,13 +199,19 @@ def train_loop(
                     metrics = evaluate(step)
                 run.log({"step": step, **metrics})
             if checkpoint_due:
+                if grids is not None:
+                    with clock.untimed("sample"):
+                        grids.finish()
                 with clock.untimed("checkpoint"):
                     run.save(step, {**training_state(), WINDOW: carried(s, window)}, s.generators)
             if sample_every and step % sample_every == 0 and step < total_steps:
                 with clock.untimed("sample"):
-                    sample(step)
+                    grids.start(step)
             if stopping:
                 break
+        if grids is not None:
+            with clock.untimed("sample"):
+                grids.finish()
         with clock.untimed("checkpoint"):  # the end-to-end time ends with the last checkpoint on disk
             run.wait()
         clock.end()

@@ -9,7 +9,10 @@ newest grid training drew (a copy, not a symlink: it must survive a Volume copy)
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tandem.files import atomic_write
 from tandem.flow import sample
+from tandem.train.background import Background
 from tandem.train.pixels import to_uint8
 
 MIN_TILE = 48  # small images are enlarged (nearest neighbour) to at least this many pixels per tile
@@ -188,6 +192,37 @@ def class_samples(
     ]
     model.train(was_training)
     return torch.cat(out)
+
+
+class GridsInBackground:
+    """Mid-run grids drawn off the training thread. `start(step)` copies the weights (the EMA's: a few
+    milliseconds) and a worker thread samples from the copy and writes the PNG while training goes on: a
+    CPU run trains on its own thread(s), so the grid takes a core that would idle, and on a GPU the
+    sampling overlaps the steps. The grid is the one drawing it at once would give (the same weights,
+    the same seed, its own generator). One at a time; `finish()` waits for it and hands (step, path) to
+    `drawn` on the calling thread, where the loggers live."""
+
+    def __init__(self, module: torch.nn.Module, draw: Callable[[torch.nn.Module, int], Path], drawn):
+        self.module, self.draw, self.drawn = module, draw, drawn
+        self.jobs = Background("sample grid")
+
+    def start(self, step: int) -> None:
+        self.finish()
+        weights = copy.deepcopy(self.module)  # as they are at this step; training moves on meanwhile
+        device = next(weights.parameters()).device
+
+        def job() -> tuple[int, Path]:
+            # a thread starts on CUDA's device 0: put it on the weights' device
+            on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+            with on_device, torch.no_grad():
+                return step, self.draw(weights, step)
+
+        self.jobs.start(job)
+
+    def finish(self) -> None:
+        done = self.jobs.wait()
+        if done is not None:
+            self.drawn(*done)
 
 
 def grid_labels(num_classes: int, per_class: int, device: torch.device) -> torch.Tensor:
