@@ -81,3 +81,17 @@ def test_help_names_each_device_default():
     assert "0: the device's default, 64 on CPU and 256 on CUDA" in " ".join(text.split())
     assert "default: on CUDA, off on other devices" in " ".join(text.split())
     assert "10 on CPU, 50 on CUDA" in " ".join(text.split())
+
+
+def test_the_measured_digits_recipes_are_the_defaults():
+    """benchmarks/quality.py measured these on 3 seeds (docs/benchmarks.md, "Training quality"): a change
+    to any of them is measured there first, then changed here."""
+    dit = DiTTrainConfig()
+    recipe = (dit.size, dit.patch_size, dit.steps, dit.lr, dit.warmup_steps, dit.lr_schedule, dit.ema_decay)
+    assert recipe == ("tiny", 4, 600, 3e-3, 20, "cosine", 0.99)
+    sampling = (dit.timestep_schedule, dit.class_dropout, dit.solver, dit.sample_steps, dit.cfg_scale)
+    assert sampling == ("logit-normal", 0.1, "heun", 16, 1.6)
+    classifier = ClassifierTrainConfig()
+    recipe = (classifier.arch, classifier.epochs, classifier.lr, classifier.warmup_steps, classifier.label_smoothing)
+    assert recipe == ("airbench", 15, 0.05, 50, 0.2)
+    assert (classifier.translate, classifier.tta, classifier.val_fraction) == (1, True, 0.1)

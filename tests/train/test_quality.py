@@ -36,8 +36,12 @@ def test_short_dit_run_makes_recognisable_digits(short_classifier, tmp_path):
     assert metrics["fd"] <= 5 * metrics["fd_floor"], metrics
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def final_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    return read_metrics(run_dir)[-1]
 
 
 @pytest.mark.slow
@@ -46,11 +50,12 @@ def test_default_runs_meet_the_quality_bars(tmp_path):
     dirs = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
     assert main(["train", "classifier", *dirs, "--run-name", "classifier"]) == 0
     classifier = final_metrics(tmp_path / "runs" / "classifier")
-    assert classifier["test_acc"] >= 0.98, classifier
+    assert classifier["test_acc"] >= 0.993, classifier
+    assert any(r.get("val_acc", 0) >= 0.98 for r in read_metrics(tmp_path / "runs" / "classifier"))
 
-    judge = sorted((tmp_path / "runs" / "classifier" / "checkpoints").glob("step_*.pt"))[-1]
-    assert main(["train", "dit", *dirs, "--run-name", "dit", "--classifier-checkpoint", str(judge)]) == 0
+    # the classifier run by name: its best checkpoint judges the samples
+    assert main(["train", "dit", *dirs, "--run-name", "dit", "--classifier-checkpoint", "classifier"]) == 0
     dit = final_metrics(tmp_path / "runs" / "dit")
-    assert dit["sample_acc"] >= 0.97, dit
-    assert dit["fd"] <= 3 * dit["fd_floor"], dit
+    assert dit["sample_acc"] >= 0.995, dit
+    assert dit["fd"] <= 1.3 * dit["fd_floor"], dit
     assert list((tmp_path / "runs" / "dit" / "samples").glob("step_*.png"))

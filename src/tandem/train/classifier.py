@@ -1,8 +1,8 @@
 """Train an image classifier, airbench style: the whole dataset lives on the device, batches are gathered
 and augmented there (random translate, and flips where the data allows), SGD with Nesterov momentum,
 label smoothing, warmup then decay. A validation split held out of the training images is scored every
-epoch (with flip test-time augmentation) and keeps the best weights (checkpoints/best.pt); the test set
-is scored once, at the end, by those weights."""
+epoch, with test-time augmentation (one-pixel translations, and mirror images where the data flips), and
+keeps the best weights (checkpoints/best.pt); the test set is scored once, at the end, by those weights."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         c, data, model, plan, s.generators["data"], mean, std, total_steps, resume=resume, prepare=s.prepare
     )
     model = train_step.model
-    tta = c.tta and data.flip
+    tta = {"tta_flip": c.tta and data.flip, "tta_translate": c.tta and c.translate > 0}
     # The best weights by validation accuracy: every rank keeps them (all score the same), rank 0 saves them.
     best = Best.restored(resume, s.run.dir.checkpoints.directory)
 
@@ -195,7 +195,7 @@ def _train(s: Session, c: ClassifierTrainConfig) -> RunResult:
         share = torch.arange(len(images), device=device).chunk(s.layout.world_size)
         idx = share[s.layout.rank] if s.layout.rank < len(share) else share[0][:0]
         with autocast(device, c.amp):
-            logits = predict(model, images[idx], mean, std, tta_flip=tta, channels_last=train_step.channels_last)
+            logits = predict(model, images[idx], mean, std, **tta, channels_last=train_step.channels_last)
         correct = (logits.argmax(dim=1) == labels[idx]).sum().item()
         correct, total = distributed.sum_all([correct, len(idx)], device)
         return correct / total

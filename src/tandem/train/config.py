@@ -139,7 +139,11 @@ class ClassifierTrainConfig(TrainConfig):
         1, help="random-translate augmentation by up to this many pixels, fewer than the image size"
     )
     whiten: bool = setting(True, help="airbench only: initialise the stem to whiten 2x2 patches of the data")
-    tta: bool = setting(True, help="average predictions over horizontal flips at evaluation, if the data flips")
+    tta: bool = setting(
+        True,
+        help="test-time augmentation: average each evaluation's predictions over the image's one-pixel "
+        "translations (with --translate) and its mirror image (if the data flips)",
+    )
 
 
 @dataclass
@@ -164,7 +168,7 @@ class DiTTrainConfig(TrainConfig):
         help="global batch size (split evenly across distributed ranks); 0: the device's default, 64 on CPU and "
         "256 on CUDA (DiT's), halved until an epoch holds at least 10 batches",
     )
-    lr: float = default("lr", 2e-3)
+    lr: float = default("lr", 3e-3)
     warmup_steps: int = default("warmup_steps", 20)
     weight_decay: float = default("weight_decay", 0.0)  # AdamW's
     ema_decay: float = setting(0.99, help="decay of the exponential moving average of the weights")
@@ -180,7 +184,7 @@ class DiTTrainConfig(TrainConfig):
     samples_per_class: int = setting(8, help="columns of the sample grid (one row per class)")
     sample_steps: int = setting(16, help="ODE solver steps when sampling, 1 to 1000")
     solver: str = setting("heun", help="ODE solver for sampling", choices=SOLVERS)
-    cfg_scale: float = setting(1.5, help="classifier-free guidance scale (1: no guidance)")
+    cfg_scale: float = setting(1.6, help="classifier-free guidance scale (1: no guidance)")
     classifier_checkpoint: str = setting(
         "",
         help="a classifier of the same dataset, to report sample accuracy and Frechet distance: a checkpoint "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from tandem.errors import UsageError
 from tandem.models import build_classifier
@@ -30,23 +31,33 @@ def predict(
     std: list[float],
     *,
     tta_flip: bool = False,
+    tta_translate: bool = False,
     batch_size: int = 1024,
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits for uint8 images; with tta_flip, averaged with those of the mirrored images."""
+    """Logits for uint8 images. Test-time augmentation averages them over views of each image: with
+    tta_flip, its mirror image; with tta_translate, its four one-pixel translations (edges reflected, as
+    the training augmentation pads)."""
     was_training = model.training
     model.eval()
     out = []
     for chunk in images.split(batch_size):
         x = normalize(chunk, mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x).float()
+        views = [x, *one_pixel_translations(x)] if tta_translate else [x]
         if tta_flip:
-            logits = 0.5 * (logits + model(x.flip(-1)).float())
-        out.append(logits)
+            views += [v.flip(-1) for v in views]
+        if channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        out.append(sum(model(v).float() for v in views) / len(views))
     model.train(was_training)
     return torch.cat(out)
+
+
+def one_pixel_translations(x: torch.Tensor) -> list[torch.Tensor]:
+    """The batch moved one pixel up, down, left and right, the uncovered edge reflected."""
+    H, W = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return [padded[..., 1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W] for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
 
 
 @torch.no_grad()
