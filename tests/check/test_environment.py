@@ -1,10 +1,12 @@
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from support import REPO
-from tandem.check.environment import collect_environment, distributions, source_digest
+from tandem.check.environment import collect_environment, distributions, source_digest, top_level_modules
 from tandem.env.settings import load_project
 
 
@@ -73,3 +75,23 @@ def test_a_shadowing_copy_earlier_on_sys_path_is_named(tmp_path):
     assert f"certifi from {shadow / '__init__.py'}" in first["warning"]
     # Inside an image the same finding stops the run.
     assert out[1].startswith("UsageError locked packages load from outside the environment: certifi from ")
+
+
+class _Installed(importlib.metadata.Distribution):
+    """A distribution made of its metadata files alone."""
+
+    def __init__(self, **texts: str):
+        self.texts = {"METADATA": "Name: fake-pkg\n", **texts}
+
+    def read_text(self, filename):
+        return self.texts.get(filename)
+
+    def locate_file(self, path):
+        return Path("/nowhere") / path
+
+
+def test_top_level_modules_come_from_top_level_txt_else_from_the_record():
+    record = "fake_pkg/__init__.py,,\nfake_pkg/core.py,,\nhelper.py,,\nfake_pkg-1.0.dist-info/METADATA,,\n"
+    assert top_level_modules(_Installed(RECORD=record)) == ["fake_pkg", "helper"]  # its own name first
+    listed = _Installed(RECORD=record, **{"top_level.txt": "helper\nfake_pkg\n\n"})
+    assert top_level_modules(listed) == ["fake_pkg", "helper"]

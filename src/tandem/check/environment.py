@@ -72,7 +72,7 @@ def distributions(project: Project) -> dict:
         for d in importlib.metadata.distributions()
         if d.metadata["Name"]
     }
-    locked = {p.name: p.version for p in read_lock(project.lock_path) if not p.marker or Marker(p.marker).evaluate()}
+    locked = locked_packages(project)
     report = {
         name: {
             "locked": version,
@@ -86,6 +86,11 @@ def distributions(project: Project) -> dict:
     tooling = {p.name for p in read_lock(project.root / DEV_LOCK)} if (project.root / DEV_LOCK).exists() else set()
     extra = sorted(set(installed) - set(locked) - BOOTSTRAP_TOOLS - tooling - {"tandem"})
     return {"locked": report, "not_in_lock": {name: installed[name] for name in extra}}
+
+
+def locked_packages(project: Project) -> dict[str, str]:
+    """Name -> version of every package the lock pins for this platform."""
+    return {p.name: p.version for p in read_lock(project.lock_path) if not p.marker or Marker(p.marker).evaluate()}
 
 
 def import_location(name: str) -> dict:
@@ -105,9 +110,14 @@ def import_location(name: str) -> dict:
 
 
 def top_level_modules(dist: importlib.metadata.Distribution) -> list[str]:
-    """The importable top-level names a distribution installs, from its RECORD."""
+    """The importable top-level names a distribution installs: from its top_level.txt where the build wrote
+    one (one small file), else from its RECORD (every installed file)."""
     names: dict[str, None] = {}
-    for file in dist.files or []:
+    listed = dist.read_text("top_level.txt")
+    for line in (listed or "").splitlines():
+        if line.strip():
+            names[line.strip().split("/")[0]] = None
+    for file in [] if names else dist.files or []:
         parts = file.parts
         if not parts or parts[0] == ".." or parts[0].endswith((".dist-info", ".data")):
             continue
@@ -143,7 +153,12 @@ def shadowed_packages(fingerprint_distributions: dict) -> dict[str, str]:
 
 def shadowing_problem(project: Project) -> str | None:
     """One line naming locked packages that import from outside their install, else None."""
-    found = shadowed_packages(distributions(project))
+    # only where each locked package imports from: a run starts without reading every installed version
+    found = {
+        name: where["imported_from"]
+        for name in locked_packages(project)
+        if (where := import_location(name))["shadowed"]
+    }
     if not found:
         return None
     listed = ", ".join(f"{name} from {path}" for name, path in sorted(found.items()))
