@@ -60,7 +60,8 @@ def configure_determinism(deterministic: bool) -> None:
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic; it must be set before the first matmul.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # setting it imports the compiler: 1.5 s
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.set_float32_matmul_precision("highest" if deterministic else "high")
