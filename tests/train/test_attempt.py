@@ -61,7 +61,7 @@ def test_a_conflicting_flag_is_refused_naming_the_recorded_value(stopped_run, ca
     assert resume(stopped_run, "--lr", "0.5") == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [
-        "tandem train: error: --resume: --lr 0.5 differs from the run's recorded --lr 0.002; a continued run "
+        "tandem train: error: --resume: --lr 0.5 differs from the run's recorded --lr 0.003; a continued run "
         "keeps it: drop --lr, or start a new run with another --run-name"
     ]
     assert resume(stopped_run, "--no-deterministic") == 2
@@ -192,7 +192,7 @@ def test_a_config_json_edited_by_hand_is_refused_naming_each_field(stopped_run, 
     assert resume(stopped_run) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"tandem train: error: --resume: {stopped_run}/config.json records batch_size = 16, lr = 0.5, but "
-        "checkpoint step_0000002.pt trained with --batch-size 32 --lr 0.002 and no recorded change explains it; "
+        "checkpoint step_0000002.pt trained with --batch-size 32 --lr 0.003 and no recorded change explains it; "
         "put the checkpoint's values back in config.json (or delete it: --resume restores it from the checkpoint), "
         "or start a new run with another --run-name"
     ]
@@ -203,12 +203,12 @@ def test_a_config_json_edited_by_hand_is_refused_naming_each_field(stopped_run, 
 def test_a_value_of_the_wrong_type_in_config_json_asks_for_the_file_to_be_fixed(stopped_run, capsys):
     edit_record(stopped_run, lr="fast")
     capsys.readouterr()
-    for flags in ([], ["--lr", "0.002"]):  # the flag cannot fix the file, and the message never says it can
+    for flags in ([], ["--lr", "0.003"]):  # the flag cannot fix the file, and the message never says it can
         assert resume(stopped_run, *flags) == 2
         err = capsys.readouterr().err
-        assert "config.json records lr = 'fast', but checkpoint step_0000002.pt trained with --lr 0.002" in err
+        assert "config.json records lr = 'fast', but checkpoint step_0000002.pt trained with --lr 0.003" in err
         assert "pass --lr" not in err
-    edit_record(stopped_run, lr=0.002)  # fixed as told: the run continues
+    edit_record(stopped_run, lr=0.003)  # fixed as told: the run continues
     assert resume(stopped_run) == 0
     assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6]
 
