@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import scipy.linalg
-
 import torch
 
 from tandem.train.evaluate import frechet_distance, predict
