@@ -172,8 +172,7 @@ def test_train_and_sample_import_what_they_need_only(tmp_path):
         return done.stdout.splitlines()[-1]
 
     train = imported(["train", "dit", *quick, "--run-name", "r", "--loggers", "none", "--sample-steps", "1"])
-    assert (
-        train == "IMPORTED ['matplotlib', 'torch._dynamo']"
-    )  # the loss curve at the end; torch.optim's, with the optimizers
+    # matplotlib for the loss curve at the end; torch._dynamo, which torch.optim needs, with the optimizers
+    assert train == "IMPORTED ['matplotlib', 'torch._dynamo']"
     sample = imported(["sample", "--run", str(tmp_path / "r"), "--device", "cpu", "--sample-steps", "1"])
     assert sample == "IMPORTED []"

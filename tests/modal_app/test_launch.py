@@ -20,6 +20,7 @@ from modal_app.launch import launch
 from support import REPO
 from tandem.cli import main as tandem
 from tandem.train.checkpoint import CheckpointDir, load
+from tandem.train.config import DiTTrainConfig
 from tandem.train.run import RunDir
 
 pytestmark = [pytest.mark.training, pytest.mark.filterwarnings("ignore:.*executing locally")]
@@ -82,7 +83,7 @@ def test_a_finished_run_is_not_extended_by_the_same_command(dit_run, dit_flags, 
 def test_sample_function_is_tandem_sample(dit_run, dirs, capsys):
     words = ["sample", "--run", str(dit_run), "--samples-per-class", "1", "--sample-steps", "2", "--local"]
     assert launch(words, app_running=False) == 0
-    grid = "samples/sample_step_0000006_euler_2steps_cfg1.6_seed0_1per-class.png"
+    grid = f"samples/sample_step_0000006_euler_2steps_cfg{DiTTrainConfig().cfg_scale:g}_seed0_1per-class.png"
     assert (dit_run / grid).is_file()
     assert (dirs["outputs"] / "app" / grid).is_file()
     assert launch(["sample", "--run", str(dirs["runs"] / "nothing"), "--local"], app_running=False) == 2
@@ -220,5 +221,5 @@ def test_sample_by_run_name_here_as_on_modal(dit_run, dirs, monkeypatch):
     monkeypatch.chdir(dirs["outputs"].parent)
     words = ["sample", "--run", dit_run.name, "--samples-per-class", "1", "--sample-steps", "2", "--local"]
     assert launch(words, app_running=False) == 0
-    grid = "samples/sample_step_0000006_euler_2steps_cfg1.6_seed0_1per-class.png"
+    grid = f"samples/sample_step_0000006_euler_2steps_cfg{DiTTrainConfig().cfg_scale:g}_seed0_1per-class.png"
     assert (dit_run / grid).is_file() and (dirs["outputs"] / dit_run.name / grid).is_file()

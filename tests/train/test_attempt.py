@@ -17,6 +17,9 @@ from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.train import checkpoint, run_training
 from tandem.train.attempt import RESUME, START, START_OVER, plan_attempt
+from tandem.train.config import DiTTrainConfig
+
+LR = DiTTrainConfig().lr  # what the runs below record: the default
 
 pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
 
@@ -61,7 +64,7 @@ def test_a_conflicting_flag_is_refused_naming_the_recorded_value(stopped_run, ca
     assert resume(stopped_run, "--lr", "0.5") == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [
-        "tandem train: error: --resume: --lr 0.5 differs from the run's recorded --lr 0.003; a continued run "
+        f"tandem train: error: --resume: --lr 0.5 differs from the run's recorded --lr {LR}; a continued run "
         "keeps it: drop --lr, or start a new run with another --run-name"
     ]
     assert resume(stopped_run, "--no-deterministic") == 2
@@ -192,7 +195,7 @@ def test_a_config_json_edited_by_hand_is_refused_naming_each_field(stopped_run, 
     assert resume(stopped_run) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"tandem train: error: --resume: {stopped_run}/config.json records batch_size = 16, lr = 0.5, but "
-        "checkpoint step_0000002.pt trained with --batch-size 32 --lr 0.003 and no recorded change explains it; "
+        f"checkpoint step_0000002.pt trained with --batch-size 32 --lr {LR} and no recorded change explains it; "
         "put the checkpoint's values back in config.json (or delete it: --resume restores it from the checkpoint), "
         "or start a new run with another --run-name"
     ]
@@ -203,12 +206,12 @@ def test_a_config_json_edited_by_hand_is_refused_naming_each_field(stopped_run, 
 def test_a_value_of_the_wrong_type_in_config_json_asks_for_the_file_to_be_fixed(stopped_run, capsys):
     edit_record(stopped_run, lr="fast")
     capsys.readouterr()
-    for flags in ([], ["--lr", "0.003"]):  # the flag cannot fix the file, and the message never says it can
+    for flags in ([], ["--lr", str(LR)]):  # the flag cannot fix the file, and the message never says it can
         assert resume(stopped_run, *flags) == 2
         err = capsys.readouterr().err
-        assert "config.json records lr = 'fast', but checkpoint step_0000002.pt trained with --lr 0.003" in err
+        assert f"config.json records lr = 'fast', but checkpoint step_0000002.pt trained with --lr {LR}" in err
         assert "pass --lr" not in err
-    edit_record(stopped_run, lr=0.003)  # fixed as told: the run continues
+    edit_record(stopped_run, lr=LR)  # fixed as told: the run continues
     assert resume(stopped_run) == 0
     assert steps_logged(stopped_run) == [1, 2, 3, 4, 5, 6]
 

@@ -168,7 +168,7 @@ def test_train_then_sample_from_the_command_line(fast_flags, runs_dir, tmp_path,
     trained = (run / "samples" / "latest.png").read_bytes()  # training's newest grid
     sample = ["sample", "--run", str(run), "--samples-per-class", "3", "--sample-steps", "2", "--device", "cpu"]
     assert main(sample) == 0
-    first = run / "samples" / "sample_step_0000002_euler_2steps_cfg1.6_seed0_3per-class.png"
+    first = run / "samples" / f"sample_step_0000002_euler_2steps_cfg{DiTTrainConfig().cfg_scale:g}_seed0_3per-class.png"
     with Image.open(first) as png:  # 48-pixel tiles, labels 0-9 beside them, a caption above
         assert png.size[0] == grid_layout(10, 3, 8, DIGITS).size[0] and png.size[1] > 10 * 50
     assert (run / "samples" / "latest.png").read_bytes() == trained  # still training's
@@ -332,6 +332,6 @@ def test_sample_from_a_read_only_run_is_one_line_before_sampling(existing_run, t
         assert sorted(str(p) for p in ro.rglob("*")) == before
     folder = ro / "samples" if any(name.startswith("samples/") for name in files) else ro
     assert captured.err == (
-        f"tandem sample: error: cannot write {ro / 'samples' / 'sample_step_0000001_euler_1steps_cfg1.6_seed0_1per-class.png'}: {folder} is on a read-only file system\n"
+        f"tandem sample: error: cannot write {ro / 'samples' / f'sample_step_0000001_euler_1steps_cfg{DiTTrainConfig().cfg_scale:g}_seed0_1per-class.png'}: {folder} is on a read-only file system\n"
     )
     assert "device:" not in captured.out  # refused before the model was moved or sampled

@@ -7,6 +7,7 @@ from PIL import Image
 from tandem.cli import main
 from tandem.errors import UsageError
 from tandem.train import loggers, run_training
+from tandem.train.config import DiTTrainConfig
 from tandem.train.flags import config_to_argv
 
 pytestmark = pytest.mark.training  # trains for real: outside `tox -e fast`
@@ -118,7 +119,7 @@ def test_tensorboard_names_runs_by_their_names_and_shows_grids_and_hparams(dit_c
     start = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
     ).session_start_info
-    assert start.hparams["lr"].number_value == 0.003 and start.hparams["solver"].string_value == "euler"
+    assert start.hparams["lr"].number_value == DiTTrainConfig().lr and start.hparams["solver"].string_value == "euler"
     assert start.hparams["depth"].number_value == 6  # the settings as trained
     final_loss = [r["loss"] for r in metrics(result.run_dir) if "loss" in r][-1]
     assert [(e.step, e.value) for e in events.Scalars("hparams/loss")] == [(6, pytest.approx(final_loss, rel=1e-6))]
